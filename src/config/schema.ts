@@ -1,0 +1,286 @@
+/**
+ * The configuration schema: every key, its type, its default and its documentation. It is the
+ * single source for validation, for the environment overrides (`NIGHTSHIFT_<PATH>`), and for the
+ * README's configuration reference (a test checks that every key is documented there).
+ */
+import { z } from 'zod';
+
+/** A duration such as `90s`, `5m`, `1h30m`, `2d`, or a number of milliseconds. */
+export const DURATION_RE = /^(\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/;
+
+const duration = z
+  .union([
+    z.number().nonnegative(),
+    z.string().regex(DURATION_RE, 'expected a duration such as 30s, 5m or 1h'),
+  ])
+  .transform((v) => (typeof v === 'number' ? v : parseDuration(v)));
+
+/** Parses `1h30m` style durations into milliseconds. */
+export function parseDuration(text: string): number {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+  let total = 0;
+  for (const [, n, unit] of text.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h|d)/g)) total += Number(n) * units[unit];
+  return total;
+}
+
+const identifier = z.string().min(1, 'expected a column name');
+const jobName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'expected lowercase letters, digits, ".", "_" or "-" (max 63)');
+
+const source = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// connection URL')
+      .describe(
+        'PostgreSQL connection URL, `postgres://user:password@host:5432/db?sslmode=require`. Put the password in the environment or a mounted file: `postgres://app:${PGPASSWORD}@db/app` or `${file:/var/run/secrets/pg/url}`. Secret.',
+      ),
+    table: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Table to export, `schema.table` or `table`. Give this or `query`.'),
+    query: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'A SELECT whose rows are exported instead of a table; the window predicate is applied around it. Give this or `table`.',
+      ),
+    columns: z
+      .array(identifier)
+      .min(1)
+      .optional()
+      .describe('Columns to export (default: all columns of the table or query, in order).'),
+    cursor: identifier
+      .optional()
+      .describe(
+        'Incremental cursor column: a timestamp, timestamptz, date or integer column that grows as rows are inserted or updated. Required unless `warehouse.mode` is `replace`.',
+      ),
+    key: z
+      .array(identifier)
+      .min(1)
+      .optional()
+      .describe(
+        'Unique key columns: the tiebreaker that orders rows sharing a cursor value, and the key `merge` upserts on. Required with `cursor`.',
+      ),
+    lag: z
+      .union([duration, z.number()])
+      .default(0)
+      .describe(
+        'How far behind the newest visible cursor value a window stops, so that transactions still open when the snapshot is taken (late commits) land in a later window. A duration for time cursors (`5m`), a number for integer cursors.',
+      ),
+    start: z
+      .string()
+      .optional()
+      .describe(
+        'Lower bound (exclusive) of the first window when there is no checkpoint yet, in the cursor type (`2024-01-01T00:00:00Z`, `0`). Default: from the beginning.',
+      ),
+    max_rows_per_run: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        'Cap on rows per window; a backlog is then drained over several runs, each ending on a (cursor, key) boundary.',
+      ),
+    casts: z
+      .record(z.string(), z.string().min(1))
+      .default({})
+      .describe(
+        'Per-column SQL type to cast to before export, for types nightshift does not map (`{geom: text}`); `json`/`jsonb` wraps the column in `to_jsonb()`.',
+      ),
+    infinity: z
+      .enum(['clamp', 'null', 'error'])
+      .default('clamp')
+      .describe(
+        'What `infinity`/`-infinity` dates and timestamps become: `clamp` to 9999-12-31 23:59:59.999999 / 0001-01-01, `null`, or `error`.',
+      ),
+    numeric: z
+      .enum(['auto', 'string'])
+      .default('auto')
+      .describe(
+        'Unconstrained `numeric` columns: `auto` measures the window and writes DECIMAL(38,s) when every value fits (else a string); `string` always writes the exact text.',
+      ),
+    statement_timeout: duration
+      .default(0)
+      .describe('PostgreSQL statement_timeout for the export session; 0 means none.'),
+    application_name: z
+      .string()
+      .default('nightshift')
+      .describe('application_name the session shows in pg_stat_activity.'),
+  })
+  .describe('Where rows come from.');
+
+const stage = z
+  .strictObject({
+    url: z
+      .string()
+      .regex(/^file:\/\//, 'expected file:///absolute/path')
+      .describe('Where Parquet files, manifests and state live: `file:///absolute/path`.'),
+  })
+  .describe('Object storage for data files, run manifests, the checkpoint and the lease.');
+
+const duckdb = z
+  .strictObject({
+    path: z.string().min(1).describe('DuckDB database file; created when missing.'),
+    memory_limit_mb: z.number().int().min(64).default(256).describe('DuckDB memory_limit during the load.'),
+    threads: z.number().int().min(1).default(2).describe('DuckDB threads during the load.'),
+  })
+  .describe('The embedded DuckDB warehouse.');
+
+const warehouse = z
+  .strictObject({
+    type: z
+      .enum(['duckdb', 'bigquery', 'snowflake', 'redshift'])
+      .default('duckdb')
+      .describe('Warehouse kind.'),
+    table: z
+      .string()
+      .min(1)
+      .describe('Target table, `schema.table` or `table`; created from the Parquet schema when missing.'),
+    mode: z
+      .enum(['append', 'merge', 'replace'])
+      .default('append')
+      .describe(
+        "`append`: the window's rows replace whatever the warehouse holds for that window (idempotent per window). `merge`: upsert on `source.key`. `replace`: the table is replaced by the full export.",
+      ),
+    duckdb: duckdb.optional(),
+  })
+  .describe('Where rows are loaded.');
+
+const parquet = z
+  .strictObject({
+    compression: z.enum(['zstd', 'gzip', 'none']).default('zstd').describe('Page compression codec.'),
+    compression_level: z.number().int().min(1).max(19).default(3).describe('zstd or gzip level.'),
+    part_size_mb: z
+      .number()
+      .int()
+      .min(1)
+      .default(256)
+      .describe('A part file is closed, uploaded and deleted once it reaches this size.'),
+    row_group_mb: z
+      .number()
+      .int()
+      .min(1)
+      .default(64)
+      .describe("Uncompressed bytes per row group; with the page buffers this bounds the writer's memory."),
+    page_kb: z.number().int().min(8).default(1024).describe('Uncompressed bytes per data page.'),
+    dictionary: z
+      .boolean()
+      .default(true)
+      .describe('Dictionary-encode columns while their dictionary stays small.'),
+  })
+  .describe('Part files.');
+
+const validation = z
+  .strictObject({
+    min_rows: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(0)
+      .describe('Fail (exit 3) when a window has fewer rows.'),
+    max_rows: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe('Fail (exit 3) before moving data when a window has more rows.'),
+  })
+  .describe('Checks a run must pass before the checkpoint moves.');
+
+const lease = z
+  .strictObject({
+    ttl: duration
+      .prefault('10m')
+      .describe("How long a lease lasts without renewal; a dead holder's lease is taken over after it."),
+  })
+  .describe('The run lease.');
+
+const log = z
+  .strictObject({
+    level: z.enum(['trace', 'debug', 'info', 'warn', 'error']).default('info').describe('Log level.'),
+    format: z
+      .enum(['auto', 'json', 'pretty'])
+      .default('auto')
+      .describe('`json` lines (Cloud Logging, CloudWatch), `pretty` lines, or `auto`: pretty on a terminal.'),
+    progress: z
+      .enum(['auto', 'on', 'off'])
+      .default('auto')
+      .describe(
+        'Progress display (rows, MB/s, ETA): `auto` shows it on a terminal, and logs it every 10 s otherwise.',
+      ),
+  })
+  .describe('Logging.');
+
+export const configSchema = z
+  .strictObject({
+    job: jobName.describe(
+      'Job name: the folder under the stage and the lease scope. Lowercase, digits, `._-`.',
+    ),
+    source,
+    stage,
+    warehouse,
+    parquet: parquet.default(parquet.parse({})),
+    validation: validation.default(validation.parse({})),
+    lease: lease.default(lease.parse({})),
+    temp_dir: z.string().min(1).default('/tmp').describe('Where part files are written before upload.'),
+    log: log.default(log.parse({})),
+  })
+  .superRefine((cfg, ctx) => {
+    const src = cfg.source;
+    if (!src.table === !src.query) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['source'],
+        message: 'give exactly one of source.table or source.query',
+      });
+    }
+    if (src.columns && src.query) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['source', 'columns'],
+        message: 'source.columns applies to source.table only',
+      });
+    }
+    if (cfg.warehouse.mode !== 'replace' && !src.cursor) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['source', 'cursor'],
+        message: `warehouse.mode ${cfg.warehouse.mode} needs an incremental cursor column`,
+      });
+    }
+    if ((src.cursor || cfg.warehouse.mode === 'merge') && !src.key) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['source', 'key'],
+        message: 'needs the unique key column(s) that break cursor ties and identify rows for merge',
+      });
+    }
+    if (cfg.warehouse.type === 'duckdb' && !cfg.warehouse.duckdb) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['warehouse', 'duckdb', 'path'],
+        message: 'warehouse.type duckdb needs warehouse.duckdb.path',
+      });
+    }
+    if (src.max_rows_per_run && cfg.warehouse.mode === 'replace') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['source', 'max_rows_per_run'],
+        message: 'a replace load moves the whole table; drop max_rows_per_run',
+      });
+    }
+  });
+
+/** The validated, typed configuration. */
+export type Config = z.infer<typeof configSchema>;
+export type SourceConfig = Config['source'];
+export type StageConfig = Config['stage'];
+export type WarehouseConfig = Config['warehouse'];
+export type ParquetConfig = Config['parquet'];
+
+/** Keys whose values are secrets wherever they appear. */
+export const SECRET_KEYS: readonly string[] = ['source.url'];

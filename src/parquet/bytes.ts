@@ -1,0 +1,83 @@
+/**
+ * A growable little-endian byte buffer: the one place the writer appends raw bytes.
+ * Methods write in place and grow by doubling, so the hot path allocates nothing per value.
+ */
+export class ByteSink {
+  buf: Buffer;
+  length = 0;
+
+  constructor(initialCapacity = 64 * 1024) {
+    this.buf = Buffer.allocUnsafe(initialCapacity);
+  }
+
+  /** Makes room for `n` more bytes. */
+  ensure(n: number): void {
+    const need = this.length + n;
+    if (need <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < need) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.length);
+    this.buf = next;
+  }
+
+  byte(v: number): void {
+    this.ensure(1);
+    this.buf[this.length++] = v;
+  }
+
+  int32(v: number): void {
+    this.ensure(4);
+    this.buf.writeInt32LE(v, this.length);
+    this.length += 4;
+  }
+
+  uint32(v: number): void {
+    this.ensure(4);
+    this.buf.writeUInt32LE(v >>> 0, this.length);
+    this.length += 4;
+  }
+
+  /** Unsigned LEB128 varint of a non-negative integer below 2^53. */
+  varint(v: number): void {
+    this.ensure(10);
+    while (v >= 0x80) {
+      this.buf[this.length++] = (v % 0x80) | 0x80;
+      v = Math.floor(v / 0x80);
+    }
+    this.buf[this.length++] = v;
+  }
+
+  bytes(src: Uint8Array, start = 0, end = src.length): void {
+    const n = end - start;
+    this.ensure(n);
+    if (n < 32) {
+      const b = this.buf;
+      let o = this.length;
+      for (let i = start; i < end; i++) b[o++] = src[i];
+    } else {
+      this.buf.set(src.subarray(start, end), this.length);
+    }
+    this.length += n;
+  }
+
+  /** The bytes written so far (a view, valid until the next write). */
+  view(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+
+  /** A copy of the bytes written so far. */
+  copy(): Buffer {
+    return Buffer.from(this.view());
+  }
+
+  reset(): void {
+    this.length = 0;
+  }
+
+  /** Gives back memory after a large page, so one wide value does not pin a big buffer. */
+  shrink(capacity: number): void {
+    if (this.buf.length > capacity * 4) this.buf = Buffer.allocUnsafe(capacity);
+    this.length = 0;
+  }
+}

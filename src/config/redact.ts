@@ -9,6 +9,9 @@ export const REDACTED = '[REDACTED]';
 /** Environment variable names whose values are treated as secrets wherever they appear. */
 const SECRET_ENV_NAME = /(PASS|SECRET|TOKEN|PRIVATE|CREDENTIAL|_KEY$|^KEY$|AUTH)/i;
 
+/** `scheme://user:password@`: whatever the password, it is never printed. */
+const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/:@"']*:)([^\s@/"']+)@/gi;
+
 /** Shorter values are not redacted: replacing "a" or "1" everywhere would destroy the logs. */
 const MIN_SECRET_LENGTH = 4;
 
@@ -49,8 +52,9 @@ export class Redactor {
     return this.secrets.size;
   }
 
-  /** Replaces every registered secret in `text`. */
+  /** Replaces every registered secret in `text`, and any password written into a URL. */
   redact(text: string): string {
+    text = text.replace(URL_PASSWORD, `$1${REDACTED}@`);
     if (this.secrets.size === 0) return text;
     if (!this.pattern) {
       const sorted = [...this.secrets].sort((a, b) => b.length - a.length);

@@ -133,9 +133,9 @@ const duckdb = z
 const warehouse = z
   .strictObject({
     type: z
-      .enum(['duckdb', 'bigquery', 'snowflake', 'redshift'])
+      .enum(['duckdb'])
       .default('duckdb')
-      .describe('Warehouse kind.'),
+      .describe('Warehouse kind: `duckdb`.'),
     table: z
       .string()
       .min(1)

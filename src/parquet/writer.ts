@@ -232,9 +232,13 @@ export class PartWriter {
     return w.finish();
   }
 
-  /** Writes what is buffered and closes the last part. */
-  finish(): PartFile[] {
+  /**
+   * Writes what is buffered and closes the last part. With `atLeastOne`, a run that wrote no
+   * rows still produces one (empty) part, so a load can replace a window with nothing.
+   */
+  finish(atLeastOne = false): PartFile[] {
     this.flushRowGroup();
+    if (atLeastOne && this.nextIndex === 0) this.file = this.openFile();
     this.closeFile();
     return this.takeClosed();
   }

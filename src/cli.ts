@@ -1,0 +1,188 @@
+#!/usr/bin/env node
+/**
+ * The `nightshift` command: argument parsing, dispatch, exit code. Command implementations are
+ * imported only when their command runs, so `--version` and `--help` start fast.
+ */
+import { readFileSync } from 'node:fs';
+import { type ParseArgsConfig, parseArgs } from 'node:util';
+import { redactor } from './config/redact.js';
+import { EXIT_CODES, NightshiftError, toNightshiftError } from './errors.js';
+
+const COMMANDS = ['run', 'plan', 'backfill', 'demo', 'config', 'help'] as const;
+type Command = (typeof COMMANDS)[number];
+
+const GLOBAL_OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  progress: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const;
+
+const COMMAND_OPTIONS = {
+  backfill: { from: { type: 'string' }, to: { type: 'string' }, step: { type: 'string' } },
+  demo: { rows: { type: 'string' }, dir: { type: 'string' } },
+} as const;
+
+const GLOBAL_HELP = `Options for every command:
+  -c, --config <file>     YAML config (default: $NIGHTSHIFT_CONFIG; keys can also come from NIGHTSHIFT_* variables)
+      --log-level <level> trace, debug, info, warn or error (log.level)
+      --log-format <fmt>  json, pretty or auto (log.format)
+      --progress <when>   on, off or auto (log.progress)
+  -h, --help              this help
+  -V, --version           the version`;
+
+const EXIT_HELP = `Exit codes:
+${Object.values(EXIT_CODES)
+  .map((e) => `  ${String(e.exit).padEnd(4)} ${e.meaning}${e.retry ? ' (retry)' : ''}`)
+  .join('\n')}`;
+
+const HELP: Record<Command | 'main', string> = {
+  main: `nightshift: move a window of PostgreSQL rows into Parquet, a stage, and a warehouse, exactly once.
+
+Usage: nightshift <command> [options]
+
+Commands:
+  run        export the next window after the checkpoint, load it, validate, move the checkpoint
+  plan       print the window, columns and object paths the next run would use; moves nothing
+  backfill   export and load explicit windows [--from, --to); leaves the checkpoint alone
+  demo       run the whole path on an embedded PostgreSQL and DuckDB (no cloud, nothing to install)
+  config     print the effective configuration, secrets hidden
+  help       help for a command: nightshift help backfill
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}
+
+Docs: README.md (configuration reference, deployment guide).`,
+  run: `Usage: nightshift run [--config file]
+
+Takes the job's lease, plans the window after the checkpoint (up to the newest row source.lag
+allows), counts and exports it from one PostgreSQL snapshot into Parquet parts under temp_dir,
+uploads them to the stage, loads exactly those files into the warehouse, checks that the source
+count, the rows written and the rows loaded agree, and only then moves the checkpoint.
+The last stdout line is the run summary (JSON); the exit code says what happened.
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
+  plan: `Usage: nightshift plan [--config file]
+
+Prints, as JSON, what the next run would do: the checkpoint, the window, how many rows it holds,
+each column's PostgreSQL and Parquet type, the object paths, and the COPY statement.
+Takes no lease and writes nothing.
+
+${GLOBAL_HELP}`,
+  backfill: `Usage: nightshift backfill --from <value> --to <value> [--step <size>] [--config file]
+
+Exports and loads the cursor range [from, to), split into windows of --step, each as its own run
+with its own manifest and summary. In append mode each window replaces the warehouse's rows in
+that range, so a backfill can be repeated. The incremental checkpoint is left alone; the job's
+lease is held, so scheduled runs wait (exit 4) until the backfill ends.
+
+  --from <value>   first cursor value included: 2024-01-01, 2024-01-01T06:00:00Z, or an integer
+  --to <value>     first cursor value excluded
+  --step <size>    window size: a duration (1d, 6h) for time cursors, a number for integer cursors
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
+  demo: `Usage: nightshift demo [--rows N] [--dir path]
+
+Starts an embedded PostgreSQL, fills a trips table (1,000,000 rows by default), runs the real
+\`run\` path into <dir>/stage and <dir>/warehouse.duckdb, prints the summary and rows per region
+from DuckDB, then inserts more rows and runs again to show that only the new rows move.
+
+  --rows N     rows in the first fill (default 1000000)
+  --dir path   where the stage, the warehouse and the database live (default ./.nightshift-demo)
+
+${GLOBAL_HELP}`,
+  config: `Usage: nightshift config [--config file]
+
+Loads and validates the configuration (file, \${VAR} interpolation, NIGHTSHIFT_* overrides) and
+prints it as JSON with secrets replaced. Exit 2 with the key and the fix when it is invalid.
+
+${GLOBAL_HELP}`,
+  help: 'Usage: nightshift help [command]',
+};
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+interface Parsed {
+  command: Command;
+  values: Record<string, string | boolean | undefined>;
+}
+
+function parse(argv: string[]): Parsed | { help: string } | { version: true } {
+  const first = argv.find((a) => !a.startsWith('-'));
+  const command = (first ?? 'help') as Command;
+  if (!COMMANDS.includes(command)) {
+    throw new NightshiftError('config', `unknown command "${first}"`, {
+      hint: `commands are: ${COMMANDS.join(', ')}; see nightshift --help`,
+    });
+  }
+  const options: ParseArgsConfig['options'] = {
+    ...GLOBAL_OPTIONS,
+    ...(COMMAND_OPTIONS[command as keyof typeof COMMAND_OPTIONS] ?? {}),
+  };
+  let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
+  try {
+    const result = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+    values = result.values as Record<string, string | boolean | undefined>;
+    positionals = result.positionals;
+  } catch (err) {
+    throw new NightshiftError('config', (err as Error).message, { hint: `see nightshift ${command} --help` });
+  }
+  if (values.version) return { version: true };
+  if (command === 'help') return { help: HELP[(positionals[1] as Command) ?? 'main'] ?? HELP.main };
+  if (values.help || !first) return { help: HELP[first ? command : 'main'] };
+  if (positionals.length > 1) {
+    throw new NightshiftError('config', `unexpected argument "${positionals[1]}"`, { hint: `see nightshift ${command} --help` });
+  }
+  return { command, values };
+}
+
+/** CLI flags that map onto configuration keys. */
+function overrides(values: Parsed['values']): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (typeof values['log-level'] === 'string') out['log.level'] = values['log-level'];
+  if (typeof values['log-format'] === 'string') out['log.format'] = values['log-format'];
+  if (typeof values.progress === 'string') out['log.progress'] = values.progress;
+  return out;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const parsed = parse(argv);
+  if ('version' in parsed) {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  if ('help' in parsed) {
+    process.stdout.write(`${parsed.help}\n`);
+    return 0;
+  }
+  const { commands } = await import('./commands.js');
+  return commands[parsed.command as Exclude<Command, 'help'>]({
+    configPath: typeof parsed.values.config === 'string' ? parsed.values.config : undefined,
+    overrides: overrides(parsed.values),
+    values: parsed.values,
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    const e = toNightshiftError(err);
+    // Errors before the logger exists (usage, config) go to stderr as one readable line.
+    process.stderr.write(redactor.redact(`nightshift: ${e.message}${e.hint ? `\n  fix: ${e.hint}` : ''}\n`));
+    if (e.code === 'internal' && e.cause instanceof Error) process.stderr.write(redactor.redact(`${e.cause.stack}\n`));
+    process.exitCode = e.exitCode;
+  },
+);

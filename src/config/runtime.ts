@@ -1,0 +1,17 @@
+/**
+ * Process-level settings that are not part of a job's configuration: where Kubernetes and
+ * Airflow look for a finished run's summary. Read from the environment here, as everything is.
+ */
+export interface RuntimeSettings {
+  /** Kubernetes shows this file's content in the pod status (terminationMessagePath). */
+  terminationLog: string;
+  /** Airflow's KubernetesPodOperator reads `return.json` from here when XCom push is on. */
+  xcomDir: string;
+}
+
+export function runtimeSettings(env: NodeJS.ProcessEnv = process.env): RuntimeSettings {
+  return {
+    terminationLog: env.NIGHTSHIFT_TERMINATION_LOG || '/dev/termination-log',
+    xcomDir: env.NIGHTSHIFT_XCOM_DIR || '/airflow/xcom',
+  };
+}

@@ -1,0 +1,388 @@
+/**
+ * One run, as data flows: lease -> checkpoint claim -> snapshot -> plan the window -> count and
+ * COPY in the same snapshot -> Parquet parts under the temp dir -> upload each as it closes ->
+ * manifest -> warehouse load of exactly those files -> validate the counts -> commit the
+ * checkpoint -> release the lease -> summary. Nothing moves the checkpoint but a validated load.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createStore, createWarehouse } from '../adapters.js';
+import { redactedConfig } from '../config/load.js';
+import type { RuntimeSettings } from '../config/runtime.js';
+import type { Config } from '../config/schema.js';
+import { NightshiftError, toNightshiftError, validationError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { PartWriter } from '../parquet/writer.js';
+import { CopyBinaryDecoder } from '../source/decode.js';
+import { checkMaxRows, countInSnapshot, openSnapshot, type Snapshot } from '../source/postgres.js';
+import type { ColumnPlan } from '../source/types.js';
+import { type ClaimedCheckpoint, claimCheckpoint, commitCheckpoint } from '../state/checkpoint.js';
+import { Lease } from '../state/lease.js';
+import type { ObjectStore } from '../store/store.js';
+import type { StagedFile, Warehouse } from '../warehouse/warehouse.js';
+import { newRunId, partFileName } from './layout.js';
+import { buildManifest, writeManifest } from './manifest.js';
+import { backfillWindows, planWindow } from './plan.js';
+import { Progress, type ProgressMode } from './progress.js';
+import {
+  exitCodeOfStatus,
+  publishSummary,
+  type RunStatus,
+  type RunSummary,
+  statusOf,
+  summaryLine,
+  windowSummary,
+} from './summary.js';
+import { Uploader } from './uploader.js';
+import { describeWindow, type Window } from './window.js';
+
+export interface RunContext {
+  config: Config;
+  log: Logger;
+  /** Fires on SIGTERM. */
+  signal: AbortSignal;
+  runtime: RuntimeSettings;
+  progress: ProgressMode;
+  /** Written with each finished run's summary line (the CLI prints it last). */
+  onSummary?: (summary: RunSummary, line: string) => void;
+}
+
+/** What to move: the next incremental window, or explicit backfill windows [from, to) over the cursor. */
+export type RunRequest = { kind: 'incremental' } | { kind: 'backfill'; from: string; to: string; step?: string };
+
+/** Mutable facts gathered while a window runs, turned into the summary at the end. */
+interface Facts {
+  runId: string;
+  window: Window | undefined;
+  rowsSource: number | null;
+  rowsWritten: number;
+  rowsLoaded: number | null;
+  rowsReplaced: number | null;
+  files: StagedFile[];
+  checkpointBefore: string[] | null;
+  checkpointAfter: string[] | null;
+  timings: Record<string, number>;
+}
+
+/** Runs the request and returns one summary per window run (the last decides the exit code). */
+export async function executeRun(ctx: RunContext, request: RunRequest): Promise<RunSummary[]> {
+  const { config, log } = ctx;
+  const started = Date.now();
+  const firstRunId = newRunId();
+  log.info({ config: redactedConfig(config), request: request.kind }, 'nightshift run starting');
+  const summaries: RunSummary[] = [];
+  let store: ObjectStore | undefined;
+  let lease: Lease | undefined;
+  let warehouse: Warehouse | undefined;
+  const stop = new AbortController();
+  const onTerm = () => stop.abort(new NightshiftError('terminated', 'stopped by SIGTERM'));
+  ctx.signal.addEventListener('abort', onTerm, { once: true });
+  if (ctx.signal.aborted) onTerm();
+  try {
+    store = await createStore(config);
+    lease = await Lease.acquire({
+      store,
+      job: config.job,
+      runId: firstRunId,
+      ttlMs: config.lease.ttl,
+      onLost: (err) => stop.abort(err),
+    });
+    log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
+    warehouse = await createWarehouse(config, store);
+    const windows =
+      request.kind === 'backfill'
+        ? await backfillWindows(config, request.from, request.to, request.step)
+        : [undefined];
+    if (request.kind === 'backfill') log.info({ windows: windows.length }, 'backfill planned');
+    for (const [i, window] of windows.entries()) {
+      const runId = i === 0 ? firstRunId : newRunId();
+      const summary = await runWindow(ctx, { store, lease, warehouse, signal: stop.signal, runId, window, request });
+      summaries.push(summary);
+      if (summary.exit_code !== 0) break;
+    }
+  } catch (err) {
+    // Failures before any window ran (lease, stage, config): one summary says so.
+    const e = toNightshiftError(stop.signal.aborted && !(err instanceof NightshiftError) ? stop.signal.reason : err);
+    summaries.push(
+      finish(ctx, request, emptyFacts(firstRunId), started, e, store?.url ?? ctx.config.stage.url),
+    );
+  } finally {
+    ctx.signal.removeEventListener('abort', onTerm);
+    await warehouse?.close().catch(() => undefined);
+    if (lease) {
+      await lease.release().catch((err: unknown) => log.warn({ err }, 'could not release the lease; it will expire'));
+    }
+    await store?.close?.().catch(() => undefined);
+  }
+  for (const summary of summaries) {
+    ctx.onSummary?.(summary, summaryLine(summary));
+  }
+  const last = summaries[summaries.length - 1];
+  await publishSummary(last, ctx.runtime);
+  return summaries;
+}
+
+function emptyFacts(runId: string): Facts {
+  return {
+    runId,
+    window: undefined,
+    rowsSource: null,
+    rowsWritten: 0,
+    rowsLoaded: null,
+    rowsReplaced: null,
+    files: [],
+    checkpointBefore: null,
+    checkpointAfter: null,
+    timings: {},
+  };
+}
+
+interface WindowArgs {
+  store: ObjectStore;
+  lease: Lease;
+  warehouse: Warehouse;
+  signal: AbortSignal;
+  runId: string;
+  /** The backfill window, or undefined for the next incremental window. */
+  window: Window | undefined;
+  request: RunRequest;
+}
+
+async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary> {
+  const { config } = ctx;
+  const log = ctx.log.child({ job: config.job, run_id: args.runId });
+  const started = Date.now();
+  const facts = emptyFacts(args.runId);
+  const tempDir = join(config.temp_dir, `nightshift-${args.runId}`);
+  let snapshot: Snapshot | undefined;
+  let uploader: Uploader | undefined;
+  let status: RunStatus = 'succeeded';
+  try {
+    const lap = timer(facts);
+    const incremental = args.request.kind === 'incremental';
+    const columns = [config.source.cursor, ...(config.source.key ?? [])].filter((c): c is string => !!c);
+    let claimed: ClaimedCheckpoint | undefined;
+    if (incremental && config.warehouse.mode !== 'replace') {
+      claimed = await claimCheckpoint(args.store, config.job, columns, args.lease.token);
+      facts.checkpointBefore = claimed.record.watermark;
+    }
+    snapshot = await openSnapshot(config.source);
+    const described = await snapshot.describeSource();
+    const cursor = await snapshot.cursorInfo(described);
+    const window = await planWindow(snapshot, config, cursor, claimed?.record.watermark, args.window);
+    facts.window = window;
+    lap('plan');
+    if (!window) {
+      log.info({ watermark: facts.checkpointBefore }, 'no new rows since the checkpoint');
+      if (config.validation.min_rows > 0) {
+        throw validationError(`no new rows, fewer than validation.min_rows (${config.validation.min_rows})`, {
+          hint: 'check that the source is still being written, or lower validation.min_rows',
+        });
+      }
+      status = 'no_new_rows';
+      return finish(ctx, args.request, facts, started, undefined, args.store.url, status);
+    }
+    log.info({ window: describeWindow(window), snapshot: snapshot.snapshotId ?? null }, 'window planned');
+    const measured = await snapshot.measureNumerics(described, window);
+    const plans = await snapshot.planColumns(described, measured);
+    lap('describe');
+
+    const count = startCount(snapshot, config, window, args.signal);
+    if (config.validation.max_rows !== undefined) {
+      facts.rowsSource = await count;
+      checkMaxRows(facts.rowsSource, config.validation.max_rows);
+    }
+    await mkdir(tempDir, { recursive: true, mode: 0o700 });
+    uploader = new Uploader({ store: args.store, job: config.job, runId: args.runId, signal: args.signal });
+    const atLeastOne = !incremental || config.warehouse.mode === 'replace';
+    facts.rowsWritten = await exportWindow(ctx, log, snapshot, plans, window, tempDir, uploader, count, atLeastOne, args.signal);
+    facts.rowsSource = await count;
+    facts.files = await uploader.finish();
+    lap('export');
+    await snapshot.close();
+    snapshot = undefined;
+
+    if (facts.rowsSource !== facts.rowsWritten) {
+      throw validationError(
+        `the source snapshot counted ${facts.rowsSource} rows in the window but ${facts.rowsWritten} were written`,
+      );
+    }
+    if (facts.rowsSource < config.validation.min_rows) {
+      throw validationError(
+        `the window holds ${facts.rowsSource} rows, fewer than validation.min_rows (${config.validation.min_rows})`,
+      );
+    }
+    const manifest = buildManifest({
+      job: config.job,
+      runId: args.runId,
+      stage: args.store.url,
+      window,
+      plans,
+      files: facts.files,
+    });
+    await writeManifest(args.store, manifest);
+    lap('manifest');
+
+    args.signal.throwIfAborted();
+    args.lease.assertHeld();
+    log.info({ files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table }, 'loading');
+    const loaded = await args.warehouse.load({
+      job: config.job,
+      runId: args.runId,
+      table: config.warehouse.table,
+      mode: config.warehouse.mode,
+      files: facts.files,
+      columns: plans.map((p) => p.parquet),
+      window,
+      key: config.source.key ?? [],
+      expectedRows: facts.rowsWritten,
+      signal: args.signal,
+    });
+    facts.rowsLoaded = loaded.rowsLoaded;
+    facts.rowsReplaced = loaded.rowsReplaced ?? null;
+    lap('load');
+    if (loaded.rowsLoaded !== facts.rowsSource) {
+      throw validationError(
+        `the warehouse loaded ${loaded.rowsLoaded} rows but the source snapshot counted ${facts.rowsSource}`,
+        { hint: 'the checkpoint did not move; the next run replaces this window' },
+      );
+    }
+
+    if (claimed && window.upper) {
+      args.lease.assertHeld();
+      const record = await commitCheckpoint(args.store, claimed, {
+        watermark: window.upper,
+        runId: args.runId,
+        rows: facts.rowsLoaded,
+      });
+      facts.checkpointAfter = record.watermark;
+      lap('commit');
+    }
+    const summary = finish(ctx, args.request, facts, started, undefined, args.store.url, status);
+    await writeManifest(args.store, { ...manifest, summary });
+    return summary;
+  } catch (err) {
+    const e = toNightshiftError(args.signal.aborted ? (args.signal.reason ?? err) : err);
+    if (e.code !== 'terminated' && args.signal.aborted && args.signal.reason instanceof NightshiftError) {
+      e.message = `${args.signal.reason.message} (${e.message})`;
+    }
+    snapshot?.destroy();
+    if (uploader) facts.files = await uploader.settle();
+    return finish(ctx, args.request, facts, started, e, args.store.url);
+  } finally {
+    await snapshot?.close().catch(() => undefined);
+    await rm(tempDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+/** Records how long each stage took. */
+function timer(facts: Facts): (stage: string) => void {
+  let last = Date.now();
+  return (stage) => {
+    const now = Date.now();
+    facts.timings[stage] = now - last;
+    last = now;
+  };
+}
+
+/** Counts the window: on a second connection in parallel with COPY when the snapshot is exported. */
+function startCount(snapshot: Snapshot, config: Config, window: Window, signal: AbortSignal): Promise<number> {
+  const id = snapshot.snapshotId;
+  const count = id ? countInSnapshot(config.source, id, window) : snapshot.count(window);
+  // The result is awaited after the export; until then a failure must not go unhandled.
+  count.catch(() => undefined);
+  signal.throwIfAborted();
+  return count;
+}
+
+/** Streams the window through the decoder into part files, uploading each as it closes. */
+async function exportWindow(
+  ctx: RunContext,
+  log: Logger,
+  snapshot: Snapshot,
+  plans: readonly ColumnPlan[],
+  window: Window,
+  tempDir: string,
+  uploader: Uploader,
+  count: Promise<number>,
+  atLeastOne: boolean,
+  signal: AbortSignal,
+): Promise<number> {
+  const p = ctx.config.parquet;
+  const writer = new PartWriter({
+    dir: tempDir,
+    fileName: partFileName,
+    columns: plans.map((plan) => plan.parquet),
+    codec: p.compression,
+    level: p.compression_level,
+    partBytes: p.part_size_mb * 1024 * 1024,
+    rowGroupBytes: p.row_group_mb * 1024 * 1024,
+    pageBytes: p.page_kb * 1024,
+    dictionary: p.dictionary,
+    createdBy: 'nightshift',
+  });
+  const decoder = new CopyBinaryDecoder(plans, writer, ctx.config.source.infinity);
+  const progress = new Progress(log, ctx.progress);
+  count.then((n) => progress.setTotal(n), () => undefined);
+  const statement = await snapshot.copyStatement(plans, window);
+  log.debug({ statement }, 'COPY');
+  progress.start();
+  try {
+    for await (const chunk of snapshot.copy(statement, signal)) {
+      decoder.push(chunk);
+      const closed = writer.takeClosed();
+      if (closed.length) {
+        for (const part of closed) uploader.add(part);
+        await uploader.waitForRoom();
+      }
+      progress.update(writer.rows, decoder.bytes);
+    }
+    signal.throwIfAborted();
+    decoder.finish();
+    for (const part of writer.finish(atLeastOne)) uploader.add(part);
+  } catch (err) {
+    writer.abort();
+    throw err;
+  } finally {
+    progress.stop();
+  }
+  log.info({ rows: writer.rows, mb: Math.round(decoder.bytes / 1e6) }, 'export finished');
+  return writer.rows;
+}
+
+function finish(
+  ctx: RunContext,
+  request: RunRequest,
+  facts: Facts,
+  started: number,
+  err: NightshiftError | undefined,
+  stage: string,
+  okStatus: RunStatus = 'succeeded',
+): RunSummary {
+  const status = err ? statusOf(err) : okStatus;
+  const summary: RunSummary = {
+    job: ctx.config.job,
+    run_id: facts.runId,
+    command: request.kind === 'backfill' ? 'backfill' : 'run',
+    status,
+    exit_code: exitCodeOfStatus(status, err),
+    window: windowSummary(facts.window),
+    rows_source: facts.rowsSource,
+    rows_written: facts.rowsWritten,
+    rows_loaded: facts.rowsLoaded,
+    rows_replaced: facts.rowsReplaced,
+    files: facts.files.length,
+    bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
+    duration_ms: Date.now() - started,
+    stage,
+    warehouse: { type: ctx.config.warehouse.type, table: ctx.config.warehouse.table, mode: ctx.config.warehouse.mode },
+    checkpoint: { before: facts.checkpointBefore, after: facts.checkpointAfter },
+    timings_ms: facts.timings,
+  };
+  if (err) {
+    summary.error = { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) };
+    const level = err.code === 'lease_held' || err.code === 'terminated' ? 'warn' : 'error';
+    ctx.log[level]({ err }, err.message);
+  }
+  return summary;
+}

@@ -1,0 +1,102 @@
+/**
+ * The run summary: the last line on stdout, the `summary` of the run manifest, the pod's
+ * termination message (cut to Kubernetes' 4096 bytes) and, under Airflow, the XCom return value.
+ */
+import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { redactor } from '../config/redact.js';
+import type { RuntimeSettings } from '../config/runtime.js';
+import { EXIT_CODES, type ErrorCode, type NightshiftError } from '../errors.js';
+import { describeWindow, type Window } from './window.js';
+
+export type RunStatus =
+  | 'succeeded'
+  | 'no_new_rows'
+  | 'failed'
+  | 'validation_failed'
+  | 'lease_held'
+  | 'terminated';
+
+export interface RunSummary {
+  job: string;
+  run_id: string;
+  command: 'run' | 'backfill';
+  status: RunStatus;
+  exit_code: number;
+  window: { columns: string[]; lower: string[] | null; upper: string[] | null; text: string } | null;
+  rows_source: number | null;
+  rows_written: number;
+  rows_loaded: number | null;
+  rows_replaced: number | null;
+  files: number;
+  bytes: number;
+  duration_ms: number;
+  stage: string;
+  warehouse: { type: string; table: string; mode: string };
+  checkpoint: { before: string[] | null; after: string[] | null };
+  timings_ms: Record<string, number>;
+  error?: { code: ErrorCode; message: string; hint?: string };
+}
+
+/** Kubernetes keeps at most this many bytes of a termination message. */
+const TERMINATION_LIMIT = 4096;
+
+const STATUS_OF: Record<ErrorCode, RunStatus> = {
+  internal: 'failed',
+  config: 'failed',
+  validation: 'validation_failed',
+  lease_held: 'lease_held',
+  identity: 'failed',
+  transient: 'failed',
+  terminated: 'terminated',
+};
+
+export function statusOf(err: NightshiftError): RunStatus {
+  return STATUS_OF[err.code];
+}
+
+export function exitCodeOfStatus(status: RunStatus, err?: NightshiftError): number {
+  if (err) return EXIT_CODES[err.code].exit;
+  return status === 'succeeded' || status === 'no_new_rows' ? 0 : EXIT_CODES.internal.exit;
+}
+
+export function windowSummary(window: Window | undefined): RunSummary['window'] {
+  if (!window) return null;
+  return {
+    columns: [...window.columns],
+    lower: window.lower ? [...window.lower.values] : null,
+    upper: window.upper ? [...window.upper.values] : null,
+    text: describeWindow(window),
+  };
+}
+
+/** The summary as one JSON line, redacted. */
+export function summaryLine(summary: RunSummary): string {
+  return redactor.redact(JSON.stringify({ msg: 'run summary', ...summary }));
+}
+
+/** The summary cut to fit a termination message: detail goes first, the contract fields stay. */
+export function terminationMessage(summary: RunSummary): string {
+  const full = summaryLine(summary);
+  if (Buffer.byteLength(full) <= TERMINATION_LIMIT) return full;
+  const slim: RunSummary = { ...summary, timings_ms: {}, window: summary.window && { ...summary.window, text: '' } };
+  if (slim.error) slim.error = { ...slim.error, hint: undefined };
+  let line = summaryLine(slim);
+  if (Buffer.byteLength(line) <= TERMINATION_LIMIT) return line;
+  if (slim.window) slim.window = { ...slim.window, lower: null, upper: null };
+  if (slim.error) slim.error = { ...slim.error, message: slim.error.message.slice(0, 1000) };
+  line = summaryLine(slim);
+  return Buffer.byteLength(line) <= TERMINATION_LIMIT ? line : line.slice(0, TERMINATION_LIMIT);
+}
+
+/** Writes the termination message and the Airflow XCom value where their locations exist. */
+export async function publishSummary(summary: RunSummary, runtime: RuntimeSettings): Promise<void> {
+  // Kubernetes creates the file; elsewhere there is nothing to write to.
+  if (existsSync(runtime.terminationLog)) {
+    await writeFile(runtime.terminationLog, terminationMessage(summary)).catch(() => undefined);
+  }
+  if (existsSync(runtime.xcomDir)) {
+    await writeFile(join(runtime.xcomDir, 'return.json'), summaryLine(summary)).catch(() => undefined);
+  }
+}

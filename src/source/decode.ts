@@ -1,0 +1,367 @@
+/**
+ * Decodes PostgreSQL `COPY ... (FORMAT binary)` into the Parquet column writers, value by value,
+ * without materializing rows. Binary formats are each type's `*send` function; see
+ * src/backend/utils/adt/ in PostgreSQL and the COPY manual page ("Binary Format").
+ */
+import { NightshiftError, validationError } from '../errors.js';
+import type {
+  BooleanColumn,
+  ByteArrayColumn,
+  ColumnWriter,
+  FixedColumn,
+  FloatingColumn,
+  Int32Column,
+  Int64Column,
+} from '../parquet/column.js';
+import type { PartWriter } from '../parquet/writer.js';
+import { CLAMP, type ColumnPlan } from './types.js';
+
+type Decode = (b: Buffer, p: number, len: number) => void;
+type DecodeNull = () => void;
+
+const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
+const TWO32 = 4294967296;
+/** Microseconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch), as high/low halves. */
+const EPOCH_SHIFT_HI = 220417;
+const EPOCH_SHIFT_LO = 993517568;
+/** Days from 1970-01-01 to 2000-01-01. */
+const EPOCH_SHIFT_DAYS = 10957;
+
+export type InfinityPolicy = 'clamp' | 'null' | 'error';
+
+const int32At = (b: Buffer, p: number) => (b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3];
+const uint32At = (b: Buffer, p: number) => int32At(b, p) >>> 0;
+const int16At = (b: Buffer, p: number) => ((b[p] << 24) >> 16) | b[p + 1];
+const uint16At = (b: Buffer, p: number) => (b[p] << 8) | b[p + 1];
+
+function splitBig(v: bigint): [number, number] {
+  return [Number(BigInt.asIntN(64, v) >> 32n), Number(v & 0xffffffffn)];
+}
+
+const [MAX_HI, MAX_LO] = splitBig(CLAMP.maxMicros);
+const [MIN_HI, MIN_LO] = splitBig(CLAMP.minMicros);
+const POW10 = Array.from({ length: 23 }, (_, i) => 10 ** i);
+const POW10N = Array.from({ length: 80 }, (_, i) => 10n ** BigInt(i));
+
+/** Decodes COPY binary chunks into a PartWriter. */
+export class CopyBinaryDecoder {
+  private readonly decoders: Decode[];
+  private readonly nulls: DecodeNull[];
+  private readonly writer: PartWriter;
+  private readonly columnCount: number;
+  private carry: Buffer | undefined;
+  private headerDone = false;
+  private trailerSeen = false;
+  /** Bytes of COPY data received. */
+  bytes = 0;
+
+  constructor(plans: readonly ColumnPlan[], writer: PartWriter, infinity: InfinityPolicy) {
+    this.writer = writer;
+    this.columnCount = plans.length;
+    this.decoders = [];
+    this.nulls = [];
+    plans.forEach((plan, i) => {
+      const column = writer.columns[i];
+      const element = valueDecoder(plan, column, infinity);
+      if (plan.array) {
+        this.decoders.push(arrayDecoder(plan, column, element));
+        this.nulls.push(() => column.appendNullList());
+      } else {
+        this.decoders.push(element);
+        this.nulls.push(() => column.appendNull());
+      }
+    });
+  }
+
+  /** Whether the end-of-data trailer arrived. */
+  get complete(): boolean {
+    return this.trailerSeen;
+  }
+
+  /** Decodes every complete row in `chunk`; keeps a partial row for the next chunk. */
+  push(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    let start = 0;
+    if (this.carry) {
+      // Complete the pending row from the head of this chunk, copying only what it needs.
+      const carry = this.carry;
+      let take = Math.min(chunk.length, Math.max(8192, carry.length));
+      for (;;) {
+        const joined = Buffer.concat([carry, chunk.subarray(0, take)]);
+        const end = this.consumeOne(joined, 0);
+        if (end >= 0) {
+          start = end - carry.length;
+          this.carry = undefined;
+          break;
+        }
+        if (take === chunk.length) {
+          this.carry = joined;
+          return;
+        }
+        take = Math.min(chunk.length, take * 4);
+      }
+    }
+    let pos = start;
+    for (;;) {
+      if (this.trailerSeen) return;
+      const end = this.consumeOne(chunk, pos);
+      if (end < 0) break;
+      pos = end;
+    }
+    if (pos < chunk.length) this.carry = Buffer.from(chunk.subarray(pos));
+  }
+
+  /** Decodes the header, one row or the trailer at `pos`; returns the end offset or -1. */
+  private consumeOne(b: Buffer, pos: number): number {
+    const len = b.length;
+    if (!this.headerDone) {
+      if (len - pos < 19) return -1;
+      if (!b.subarray(pos, pos + 11).equals(SIGNATURE)) throw new Error('COPY data does not start with the binary signature');
+      const extension = uint32At(b, pos + 15);
+      if (len - pos < 19 + extension) return -1;
+      this.headerDone = true;
+      return pos + 19 + extension;
+    }
+    if (len - pos < 2) return -1;
+    const fields = int16At(b, pos);
+    if (fields === -1) {
+      this.trailerSeen = true;
+      return pos + 2;
+    }
+    if (fields !== this.columnCount) {
+      throw new Error(`COPY row has ${fields} fields, expected ${this.columnCount}`);
+    }
+    // First make sure the whole row is here, then decode it.
+    let p = pos + 2;
+    for (let f = 0; f < fields; f++) {
+      if (p + 4 > len) return -1;
+      const l = int32At(b, p);
+      p += 4;
+      if (l > 0) {
+        p += l;
+        if (p > len) return -1;
+      }
+    }
+    p = pos + 2;
+    const decoders = this.decoders;
+    const nulls = this.nulls;
+    for (let f = 0; f < fields; f++) {
+      const l = int32At(b, p);
+      p += 4;
+      if (l < 0) nulls[f]();
+      else {
+        decoders[f](b, p, l);
+        p += l;
+      }
+    }
+    this.writer.endRow();
+    return p;
+  }
+
+  /** Checks that the stream ended where COPY data ends. */
+  finish(): void {
+    if (!this.trailerSeen || this.carry) {
+      throw new NightshiftError('transient', 'COPY stream ended before its trailer: the connection was cut mid-export');
+    }
+  }
+}
+
+function valueDecoder(plan: ColumnPlan, column: ColumnWriter, infinity: InfinityPolicy): Decode {
+  switch (plan.decoder) {
+    case 'bool': {
+      const c = column as BooleanColumn;
+      return (b, p) => c.append(b[p] !== 0);
+    }
+    case 'int2': {
+      const c = column as Int32Column;
+      return (b, p) => c.append(int16At(b, p));
+    }
+    case 'int4': {
+      const c = column as Int32Column;
+      return (b, p) => c.append(int32At(b, p));
+    }
+    case 'int8': {
+      const c = column as Int64Column;
+      return (b, p) => c.append(int32At(b, p), uint32At(b, p + 4));
+    }
+    case 'oid': {
+      const c = column as Int64Column;
+      return (b, p) => c.append(0, uint32At(b, p));
+    }
+    case 'float4':
+    case 'float8': {
+      const c = column as FloatingColumn;
+      return (b, p) => c.appendBE(b, p);
+    }
+    case 'text':
+    case 'bytea': {
+      const c = column as ByteArrayColumn;
+      return (b, p, len) => c.append(b, p, len);
+    }
+    case 'jsonb': {
+      const c = column as ByteArrayColumn;
+      return (b, p, len) => {
+        if (b[p] !== 1) throw new Error(`column ${plan.name}: unknown jsonb binary version ${b[p]}`);
+        c.append(b, p + 1, len - 1);
+      };
+    }
+    case 'uuid': {
+      const c = column as FixedColumn;
+      return (b, p) => c.append(b, p);
+    }
+    case 'date':
+      return dateDecoder(plan, column as Int32Column, infinity);
+    case 'time': {
+      const c = column as Int64Column;
+      return (b, p) => c.append(int32At(b, p), uint32At(b, p + 4));
+    }
+    case 'timestamp':
+      return timestampDecoder(plan, column as Int64Column, infinity);
+    case 'decimal':
+      return decimalDecoder(plan, column);
+  }
+}
+
+function infiniteValue(plan: ColumnPlan, positive: boolean): never {
+  throw validationError(
+    `column ${plan.name} holds ${positive ? '' : '-'}infinity, and source.infinity is "error"`,
+    { hint: 'set source.infinity to clamp or null, or filter the rows in source.query' },
+  );
+}
+
+function dateDecoder(plan: ColumnPlan, c: Int32Column, infinity: InfinityPolicy): Decode {
+  return (b, p) => {
+    const days = int32At(b, p);
+    if (days === 0x7fffffff || days === -0x80000000) {
+      const positive = days > 0;
+      if (infinity === 'clamp') c.append(positive ? CLAMP.maxDays : CLAMP.minDays);
+      else if (infinity === 'null') c.appendNull();
+      else infiniteValue(plan, positive);
+      return;
+    }
+    c.append(days + EPOCH_SHIFT_DAYS);
+  };
+}
+
+function timestampDecoder(plan: ColumnPlan, c: Int64Column, infinity: InfinityPolicy): Decode {
+  return (b, p) => {
+    let hi = int32At(b, p);
+    let lo = uint32At(b, p + 4);
+    if ((hi === 0x7fffffff && lo === 0xffffffff) || (hi === -0x80000000 && lo === 0)) {
+      const positive = hi > 0;
+      if (infinity === 'clamp') {
+        if (positive) c.append(MAX_HI, MAX_LO);
+        else c.append(MIN_HI, MIN_LO);
+      } else if (infinity === 'null') c.appendNull();
+      else infiniteValue(plan, positive);
+      return;
+    }
+    lo += EPOCH_SHIFT_LO;
+    if (lo >= TWO32) {
+      lo -= TWO32;
+      hi += 1;
+    }
+    c.append(hi + EPOCH_SHIFT_HI, lo);
+  };
+}
+
+const NUMERIC_NEG = 0x4000;
+const NUMERIC_NAN = 0xc000;
+
+function decimalDecoder(plan: ColumnPlan, column: ColumnWriter): Decode {
+  const precision = plan.precision ?? 38;
+  const scale = plan.scale ?? 0;
+  const special = (sign: number): never => {
+    const what = sign === NUMERIC_NAN ? 'NaN' : sign === 0xd000 ? 'Infinity' : '-Infinity';
+    throw validationError(
+      `column ${plan.name} holds numeric ${what}, which DECIMAL(${precision},${scale}) cannot hold`,
+      { hint: `set source.casts.${plan.name} to text (exact string) or double precision` },
+    );
+  };
+  if (precision <= 15) {
+    // Every partial sum is below 10^15 < 2^53: double arithmetic is exact.
+    const toNumber = (b: Buffer, p: number): number => {
+      const ndigits = int16At(b, p);
+      const weight = int16At(b, p + 2);
+      const sign = uint16At(b, p + 4);
+      if (sign !== 0 && sign !== NUMERIC_NEG) special(sign);
+      let acc = 0;
+      for (let i = 0; i < ndigits; i++) {
+        const d = uint16At(b, p + 8 + 2 * i);
+        const e = 4 * (weight - i) + scale;
+        if (e >= 0) acc += d * POW10[e];
+        else acc += Math.trunc(d / POW10[-e]);
+      }
+      return sign === NUMERIC_NEG ? -acc : acc;
+    };
+    if (precision <= 9) {
+      const c = column as Int32Column;
+      return (b, p) => c.append(toNumber(b, p));
+    }
+    const c = column as Int64Column;
+    return (b, p) => {
+      const v = toNumber(b, p);
+      const hi = Math.floor(v / TWO32);
+      c.append(hi, v - hi * TWO32);
+    };
+  }
+  const toBigInt = (b: Buffer, p: number): bigint => {
+    const ndigits = int16At(b, p);
+    const weight = int16At(b, p + 2);
+    const sign = uint16At(b, p + 4);
+    if (sign !== 0 && sign !== NUMERIC_NEG) special(sign);
+    let acc = 0n;
+    for (let i = 0; i < ndigits; i++) {
+      const d = BigInt(uint16At(b, p + 8 + 2 * i));
+      const e = 4 * (weight - i) + scale;
+      if (e >= 0) acc += d * POW10N[e];
+      else acc += d / POW10N[-e];
+    }
+    return sign === NUMERIC_NEG ? -acc : acc;
+  };
+  if (precision <= 18) {
+    const c = column as Int64Column;
+    return (b, p) => {
+      const [hi, lo] = splitBig(toBigInt(b, p));
+      c.append(hi, lo);
+    };
+  }
+  const c = column as FixedColumn;
+  const scratch = Buffer.alloc(16);
+  return (b, p) => {
+    let v = BigInt.asUintN(128, toBigInt(b, p));
+    for (let i = 15; i >= 0; i--) {
+      scratch[i] = Number(v & 0xffn);
+      v >>= 8n;
+    }
+    c.append(scratch, 0);
+  };
+}
+
+function arrayDecoder(plan: ColumnPlan, column: ColumnWriter, element: Decode): Decode {
+  return (b, p) => {
+    const ndim = int32At(b, p);
+    if (ndim === 0) {
+      column.appendEmptyList();
+      return;
+    }
+    if (ndim > 1) {
+      throw validationError(`column ${plan.name} holds a ${ndim}-dimensional array; only 1-dimensional arrays map to LIST`, {
+        hint: `set source.casts.${plan.name} to jsonb to keep the nesting as JSON`,
+      });
+    }
+    const n = int32At(b, p + 12);
+    let q = p + 20;
+    column.startList();
+    for (let i = 0; i < n; i++) {
+      const l = int32At(b, q);
+      q += 4;
+      if (l < 0) column.appendNull();
+      else {
+        element(b, q, l);
+        q += l;
+      }
+    }
+    column.endList();
+  };
+}

@@ -1,0 +1,229 @@
+/**
+ * A local directory as an object store (`file:///path`): for `docker run` backfills, the demo,
+ * and tests. Writes are atomic (temp file + fsync + rename); create-if-absent uses link(2), which
+ * fails when the target exists; compare-and-swap holds a short lock file around read-compare-rename.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { constants, createReadStream } from 'node:fs';
+import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { configError } from '../errors.js';
+import {
+  type ObjectInfo,
+  type ObjectStore,
+  PreconditionFailedError,
+  type PutFileOptions,
+  type PutOptions,
+} from './store.js';
+
+/** A lock older than this is left over from a killed process (the critical section takes ms). */
+const STALE_LOCK_MS = 30_000;
+const LOCK_WAIT_MS = 10_000;
+
+const md5 = (data: Uint8Array) => createHash('md5').update(data).digest('hex');
+
+export class LocalStore implements ObjectStore {
+  readonly url: string;
+  private readonly root: string;
+
+  constructor(url: string) {
+    if (!url.startsWith('file://')) throw configError(`stage.url: ${url} is not a file:// URL`);
+    try {
+      this.root = fileURLToPath(url);
+    } catch (err) {
+      throw configError(`stage.url: ${url} is not a valid file URL; use file:///absolute/path`, { cause: err });
+    }
+    this.url = pathToFileURL(this.root).href;
+  }
+
+  private pathOf(key: string): string {
+    if (key.split('/').some((part) => part === '..' || part === '')) throw new Error(`invalid object key ${key}`);
+    return join(this.root, ...key.split('/'));
+  }
+
+  localPath(key: string): string {
+    return this.pathOf(key);
+  }
+
+  urlOf(key: string): string {
+    return pathToFileURL(this.pathOf(key)).href;
+  }
+
+  async putFile(key: string, path: string, options: PutFileOptions = {}): Promise<ObjectInfo> {
+    options.signal?.throwIfAborted();
+    const target = this.pathOf(key);
+    await mkdir(dirname(target), { recursive: true });
+    const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+    let moved = false;
+    if (options.consume) {
+      try {
+        await rename(path, temp);
+        moved = true;
+      } catch {
+        // another filesystem: copy instead
+      }
+    }
+    if (!moved) await copyFile(path, temp, constants.COPYFILE_FICLONE);
+    try {
+      await fsyncFile(temp);
+      options.signal?.throwIfAborted();
+      await this.commitTemp(temp, target, key, options);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    const s = await stat(target);
+    return { key, size: s.size, etag: options.sha256 ?? `${s.size}-${s.mtimeMs}` };
+  }
+
+  async put(key: string, body: string | Uint8Array, options: PutOptions = {}): Promise<ObjectInfo> {
+    const data = typeof body === 'string' ? Buffer.from(body) : body;
+    const target = this.pathOf(key);
+    await mkdir(dirname(target), { recursive: true });
+    const temp = `${target}.${randomBytes(6).toString('hex')}.tmp`;
+    const handle = await open(temp, 'wx', 0o644);
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    try {
+      await this.commitTemp(temp, target, key, options);
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+    return { key, size: data.length, etag: md5(data) };
+  }
+
+  /** Moves a fully written temp file into place, honoring the write conditions. */
+  private async commitTemp(temp: string, target: string, key: string, options: PutOptions): Promise<void> {
+    if (options.ifNoneMatch) {
+      try {
+        await link(temp, target);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new PreconditionFailedError(key, { cause: err });
+        throw err;
+      }
+      await unlink(temp);
+    } else if (options.ifMatch !== undefined) {
+      const expected = options.ifMatch;
+      await this.withLock(target, async () => {
+        const current = await readFile(target).catch(() => undefined);
+        if (!current || md5(current) !== expected) throw new PreconditionFailedError(key);
+        await rename(temp, target);
+      });
+    } else {
+      await rename(temp, target);
+    }
+    await fsyncDir(dirname(target));
+  }
+
+  private async withLock<T>(target: string, fn: () => Promise<T>): Promise<T> {
+    const lock = `${target}.lock`;
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        const handle = await open(lock, 'wx');
+        await handle.close();
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+        if (age > STALE_LOCK_MS) {
+          // Break a lock left by a killed process: rename is atomic, so only one breaker wins.
+          await rename(lock, `${lock}.${randomBytes(4).toString('hex')}.stale`).catch(() => undefined);
+          await this.sweepStale(target);
+          continue;
+        }
+        if (Date.now() > deadline) throw new Error(`timed out waiting for the lock ${lock}`);
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+      }
+    }
+    try {
+      return await fn();
+    } finally {
+      await unlink(lock).catch(() => undefined);
+    }
+  }
+
+  private async sweepStale(target: string): Promise<void> {
+    const dir = dirname(target);
+    const base = `${target.slice(dir.length + 1)}.lock.`;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (name.startsWith(base) && name.endsWith('.stale')) await rm(join(dir, name), { force: true });
+    }
+  }
+
+  async get(key: string): Promise<{ body: Buffer; info: ObjectInfo } | undefined> {
+    try {
+      const body = await readFile(this.pathOf(key));
+      return { body, info: { key, size: body.length, etag: md5(body) } };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const keys: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      const entries = await readdir(dir, { withFileTypes: true }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return [];
+        throw err;
+      });
+      for (const entry of entries) {
+        const full = join(dir, entry.name);
+        if (entry.isDirectory()) await walk(full);
+        else if (!entry.name.endsWith('.tmp') && !entry.name.includes('.lock')) {
+          const key = relative(this.root, full).split(sep).join('/');
+          if (key.startsWith(prefix)) keys.push(key);
+        }
+      }
+    };
+    const slash = prefix.lastIndexOf('/');
+    await walk(slash < 0 ? this.root : this.pathOf(prefix.slice(0, slash)));
+    keys.sort();
+    for (const key of keys) {
+      const s = await stat(this.pathOf(key)).catch(() => undefined);
+      if (s) yield { key, size: s.size, etag: `${s.size}-${s.mtimeMs}` };
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.pathOf(key), { force: true });
+  }
+
+  async download(key: string, path: string): Promise<void> {
+    await copyFile(this.pathOf(key), path, constants.COPYFILE_FICLONE);
+  }
+}
+
+async function fsyncFile(path: string): Promise<void> {
+  const handle = await open(path, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function fsyncDir(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } catch {
+    // some filesystems refuse fsync on directories; the rename is still atomic
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Streams a file through sha256 (used to verify downloads). */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}

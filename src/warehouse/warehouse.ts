@@ -1,0 +1,65 @@
+/**
+ * The Warehouse port: load exactly a run's staged Parquet files with the warehouse's own bulk
+ * load, idempotently per window, and report how many rows it loaded.
+ */
+import type { ColumnSpec } from '../parquet/schema.js';
+import type { Window } from '../run/window.js';
+
+/** One staged part file, as the run manifest lists it. */
+export interface StagedFile {
+  /** Object key relative to the stage root. */
+  readonly key: string;
+  /** URL the warehouse reads it from. */
+  readonly url: string;
+  readonly rows: number;
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+export type LoadMode = 'append' | 'merge' | 'replace';
+
+export interface LoadRequest {
+  readonly job: string;
+  readonly runId: string;
+  /** Target table, `schema.table` or `table`. */
+  readonly table: string;
+  readonly mode: LoadMode;
+  /** Exactly the files of this run; never a prefix or a glob. */
+  readonly files: readonly StagedFile[];
+  /** The Parquet columns of the files, in order. */
+  readonly columns: readonly ColumnSpec[];
+  /** The window the files hold: `append` replaces the warehouse's rows in it. */
+  readonly window: Window;
+  /** Key columns `merge` upserts on. */
+  readonly key: readonly string[];
+  /** Rows the files hold: a warehouse that can check inside its transaction rolls back on a difference. */
+  readonly expectedRows: number;
+  /** Fires on SIGTERM. */
+  readonly signal?: AbortSignal;
+}
+
+export interface LoadResult {
+  /** Rows the warehouse reports it loaded. */
+  readonly rowsLoaded: number;
+  /** Rows removed first (the window's old rows in `append`, replaced keys in `merge`). */
+  readonly rowsReplaced?: number;
+  /** The warehouse's id for the load (job id, query id). */
+  readonly loadId?: string;
+}
+
+export interface Warehouse {
+  /** Backend name for logs and the summary. */
+  readonly kind: string;
+
+  /** Loads the request's files into its table in one transaction. */
+  load(request: LoadRequest): Promise<LoadResult>;
+
+  /** Rows the table holds in a window (validation and tests); undefined if the table is missing. */
+  countWindow?(table: string, window: Window): Promise<number | undefined>;
+
+  /** Checks the warehouse can be reached and written (preflight). */
+  check?(table: string): Promise<void>;
+
+  /** Releases connections. */
+  close(): Promise<void>;
+}

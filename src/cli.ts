@@ -23,6 +23,7 @@ const GLOBAL_OPTIONS = {
 const COMMAND_OPTIONS = {
   backfill: { from: { type: 'string' }, to: { type: 'string' }, step: { type: 'string' } },
   demo: { rows: { type: 'string' }, dir: { type: 'string' } },
+  config: { reference: { type: 'boolean' } },
 } as const;
 
 const GLOBAL_HELP = `Options for every command:
@@ -98,17 +99,21 @@ from DuckDB, then inserts more rows and runs again to show that only the new row
   --dir path   where the stage, the warehouse and the database live (default ./.nightshift-demo)
 
 ${GLOBAL_HELP}`,
-  config: `Usage: nightshift config [--config file]
+  config: `Usage: nightshift config [--config file] [--reference]
 
 Loads and validates the configuration (file, \${VAR} interpolation, NIGHTSHIFT_* overrides) and
 prints it as JSON with secrets replaced. Exit 2 with the key and the fix when it is invalid.
+
+  --reference   print the reference of every configuration key (Markdown) instead
 
 ${GLOBAL_HELP}`,
   help: 'Usage: nightshift help [command]',
 };
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -142,7 +147,9 @@ function parse(argv: string[]): Parsed | { help: string } | { version: true } {
   if (command === 'help') return { help: HELP[(positionals[1] as Command) ?? 'main'] ?? HELP.main };
   if (values.help || !first) return { help: HELP[first ? command : 'main'] };
   if (positionals.length > 1) {
-    throw new NightshiftError('config', `unexpected argument "${positionals[1]}"`, { hint: `see nightshift ${command} --help` });
+    throw new NightshiftError('config', `unexpected argument "${positionals[1]}"`, {
+      hint: `see nightshift ${command} --help`,
+    });
   }
   return { command, values };
 }
@@ -182,7 +189,8 @@ main(process.argv.slice(2)).then(
     const e = toNightshiftError(err);
     // Errors before the logger exists (usage, config) go to stderr as one readable line.
     process.stderr.write(redactor.redact(`nightshift: ${e.message}${e.hint ? `\n  fix: ${e.hint}` : ''}\n`));
-    if (e.code === 'internal' && e.cause instanceof Error) process.stderr.write(redactor.redact(`${e.cause.stack}\n`));
+    if (e.code === 'internal' && e.cause instanceof Error)
+      process.stderr.write(redactor.redact(`${e.cause.stack}\n`));
     process.exitCode = e.exitCode;
   },
 );

@@ -65,7 +65,8 @@ function printSummary(config: Config, log: Logger, summary: RunSummary, line: st
     writeRawLine(line);
     return;
   }
-  const level = summary.exit_code === 0 ? 'info' : summary.exit_code === EXIT_CODES.lease_held.exit ? 'warn' : 'error';
+  const level =
+    summary.exit_code === 0 ? 'info' : summary.exit_code === EXIT_CODES.lease_held.exit ? 'warn' : 'error';
   log[level](summary, 'run summary');
 }
 
@@ -93,7 +94,9 @@ async function runRequest(args: CommandArgs, request: RunRequest): Promise<numbe
 function requireString(values: CommandArgs['values'], name: string): string {
   const v = values[name];
   if (typeof v !== 'string' || !v) {
-    throw configError(`backfill needs --${name}`, { hint: 'nightshift backfill --from 2024-01-01 --to 2024-02-01 --step 1d' });
+    throw configError(`backfill needs --${name}`, {
+      hint: 'nightshift backfill --from 2024-01-01 --to 2024-02-01 --step 1d',
+    });
   }
   return v;
 }
@@ -119,6 +122,11 @@ export const commands = {
   },
 
   config: async (args: CommandArgs) => {
+    if (args.values.reference) {
+      const { configReference } = await import('./config/reference.js');
+      process.stdout.write(`${configReference()}\n`);
+      return 0;
+    }
     const { config, origin } = loadConfig({ path: args.configPath, overrides: args.overrides });
     process.stdout.write(`${JSON.stringify({ origin, config: redactedConfig(config) }, null, 2)}\n`);
     return 0;
@@ -127,7 +135,8 @@ export const commands = {
   demo: async (args: CommandArgs) => {
     const { runDemo } = await import('./demo/demo.js');
     const rows = typeof args.values.rows === 'string' ? Number(args.values.rows) : 1_000_000;
-    if (!Number.isInteger(rows) || rows < 1) throw configError(`--rows ${args.values.rows} must be a positive integer`);
+    if (!Number.isInteger(rows) || rows < 1)
+      throw configError(`--rows ${args.values.rows} must be a positive integer`);
     const dir = typeof args.values.dir === 'string' ? args.values.dir : '.nightshift-demo';
     return runDemo({ rows, dir, overrides: args.overrides });
   },

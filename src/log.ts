@@ -57,7 +57,7 @@ function baseOptions(level: string): LoggerOptions {
     formatters: {
       level: (label) => ({ severity: SEVERITY[label] ?? 'DEFAULT', level: label }),
     },
-    serializers: { err: serializeError, error: serializeError },
+    serializers: { err: serializeError },
     hooks: { streamWrite: (line) => redactor.redact(line) },
   };
 }

@@ -132,10 +132,7 @@ const duckdb = z
 
 const warehouse = z
   .strictObject({
-    type: z
-      .enum(['duckdb'])
-      .default('duckdb')
-      .describe('Warehouse kind: `duckdb`.'),
+    type: z.enum(['duckdb']).default('duckdb').describe('Warehouse kind: `duckdb`.'),
     table: z
       .string()
       .min(1)
@@ -220,13 +217,17 @@ export const configSchema = z
     job: jobName.describe(
       'Job name: the folder under the stage and the lease scope. Lowercase, digits, `._-`.',
     ),
+    temp_dir: z
+      .string()
+      .min(1)
+      .default('/tmp')
+      .describe('Where part files are written before upload (an emptyDir in Kubernetes).'),
     source,
     stage,
     warehouse,
     parquet: parquet.default(parquet.parse({})),
     validation: validation.default(validation.parse({})),
     lease: lease.default(lease.parse({})),
-    temp_dir: z.string().min(1).default('/tmp').describe('Where part files are written before upload.'),
     log: log.default(log.parse({})),
   })
   .superRefine((cfg, ctx) => {

@@ -7,12 +7,12 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pg from 'pg';
-import { type Config, configSchema } from '../config/schema.js';
 import { runtimeSettings } from '../config/runtime.js';
+import { type Config, configSchema } from '../config/schema.js';
 import { createLogger, isPretty, writeRawLine } from '../log.js';
 import { executeRun } from '../run/pipeline.js';
-import { LocalStore } from '../store/local.js';
 import type { RunSummary } from '../run/summary.js';
+import { LocalStore } from '../store/local.js';
 import { DuckDbWarehouse } from '../warehouse/duckdb.js';
 import { startEmbeddedPostgres } from './embedded.js';
 import { fillTrips } from './trips.js';
@@ -30,7 +30,8 @@ function table(rows: Record<string, unknown>[]): string {
   const cols = Object.keys(rows[0]);
   const cells = rows.map((r) => cols.map((c) => String(r[c] ?? '')));
   const width = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i].length)));
-  const line = (values: string[]) => `  ${values.map((v, i) => (i === 0 ? v.padEnd(width[i]) : v.padStart(width[i]))).join('  ')}`;
+  const line = (values: string[]) =>
+    `  ${values.map((v, i) => (i === 0 ? v.padEnd(width[i]) : v.padStart(width[i]))).join('  ')}`;
   return [line(cols), line(width.map((w) => '-'.repeat(w))), ...cells.map(line)].join('\n');
 }
 
@@ -41,9 +42,15 @@ function demoConfig(url: string, dir: string, overrides: Record<string, unknown>
     job: 'trips',
     source: { url, table: 'public.trips', cursor: 'updated_at', key: ['trip_id'] },
     stage: { url: pathToFileURL(join(dir, 'stage')).href },
-    warehouse: { type: 'duckdb', table: 'analytics.trips', mode: 'merge', duckdb: { path: join(dir, 'warehouse.duckdb') } },
+    warehouse: {
+      type: 'duckdb',
+      table: 'analytics.trips',
+      mode: 'merge',
+      duckdb: { path: join(dir, 'warehouse.duckdb') },
+    },
     temp_dir: join(dir, 'tmp'),
-    log,
+    // The demo is for people: readable lines unless --log-format says otherwise.
+    log: { format: 'pretty', ...log },
   });
 }
 
@@ -60,7 +67,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   await rm(join(dir, 'warehouse.duckdb.wal'), { force: true });
   await mkdir(join(dir, 'tmp'), { recursive: true });
 
-  say(`Starting an embedded PostgreSQL and filling trips with ${options.rows.toLocaleString('en-US')} rows...`);
+  say(
+    `Starting an embedded PostgreSQL and filling trips with ${options.rows.toLocaleString('en-US')} rows...`,
+  );
   const server = await startEmbeddedPostgres({ settings: { fsync: 'off', synchronous_commit: 'off' } });
   const client = new pg.Client({ connectionString: server.url });
   try {
@@ -104,7 +113,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const added = Math.max(1000, Math.floor(options.rows / 10));
     const updated = Math.min(1000, options.rows);
     say();
-    say(`Inserting ${added.toLocaleString('en-US')} new trips and updating the fare of ${updated.toLocaleString('en-US')} old ones...`);
+    say(
+      `Inserting ${added.toLocaleString('en-US')} new trips and updating the fare of ${updated.toLocaleString('en-US')} old ones...`,
+    );
     await fillTrips(client, options.rows + 1, options.rows + added);
     await client.query(
       `UPDATE trips SET fare_usd = fare_usd + 1, updated_at = (SELECT max(updated_at) FROM trips) + interval '1 second'
@@ -114,14 +125,20 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const second = await run('Second run');
     if (second.exit_code !== 0) return second.exit_code;
     say();
-    say(`The second run moved ${second.rows_loaded?.toLocaleString('en-US')} rows (the ${added.toLocaleString('en-US')} new and ${updated.toLocaleString('en-US')} updated ones), not the whole table:`);
+    say(
+      `The second run moved ${second.rows_loaded?.toLocaleString('en-US')} rows (the ${added.toLocaleString('en-US')} new and ${updated.toLocaleString('en-US')} updated ones), not the whole table:`,
+    );
     const after = await report();
     say(table(after));
     const inWarehouse = after.reduce((n, r) => n + Number(r.trips), 0);
     const inSource = Number((await client.query<{ n: string }>('SELECT count(*) AS n FROM trips')).rows[0].n);
     say();
-    say(`Source rows: ${inSource.toLocaleString('en-US')}, warehouse rows: ${inWarehouse.toLocaleString('en-US')}: ${inSource === inWarehouse ? 'equal, no row lost or doubled' : 'DIFFERENT'}`);
-    say(`Stage: ${join(dir, 'stage')} (data files, run manifests, checkpoint). Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`);
+    say(
+      `Source rows: ${inSource.toLocaleString('en-US')}, warehouse rows: ${inWarehouse.toLocaleString('en-US')}: ${inSource === inWarehouse ? 'equal, no row lost or doubled' : 'DIFFERENT'}`,
+    );
+    say(
+      `Stage: ${join(dir, 'stage')} (data files, run manifests, checkpoint). Demo took ${((Date.now() - started) / 1000).toFixed(1)} s.`,
+    );
     return inSource === inWarehouse ? 0 : 3;
   } finally {
     await client.end().catch(() => undefined);

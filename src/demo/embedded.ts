@@ -17,7 +17,9 @@ export interface EmbeddedPostgres {
 }
 
 interface EmbeddedPostgresClass {
-  new (options: Record<string, unknown>): {
+  new (
+    options: Record<string, unknown>,
+  ): {
     initialise(): Promise<void>;
     start(): Promise<void>;
     stop(): Promise<void>;
@@ -93,7 +95,9 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
     await server.start();
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
-    throw new Error(`the embedded PostgreSQL did not start: ${lines.slice(-10).join(' ').trim()}`, { cause: err });
+    throw new Error(`the embedded PostgreSQL did not start: ${lines.slice(-10).join(' ').trim()}`, {
+      cause: err,
+    });
   }
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,

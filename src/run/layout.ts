@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto';
 
 /** `YYYYMMDDTHHMMSSZ-<6 hex>`: sortable by start time, unique across pods. */
 export function newRunId(now: Date = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
   return `${stamp}-${randomBytes(3).toString('hex')}`;
 }
 

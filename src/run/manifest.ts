@@ -27,7 +27,16 @@ export interface RunManifest {
 
 function parquetTypeName(plan: ColumnPlan): string {
   const { physical, logical, list } = plan.parquet;
-  const names = ['BOOLEAN', 'INT32', 'INT64', 'INT96', 'FLOAT', 'DOUBLE', 'BYTE_ARRAY', 'FIXED_LEN_BYTE_ARRAY'];
+  const names = [
+    'BOOLEAN',
+    'INT32',
+    'INT64',
+    'INT96',
+    'FLOAT',
+    'DOUBLE',
+    'BYTE_ARRAY',
+    'FIXED_LEN_BYTE_ARRAY',
+  ];
   let text = names[physical];
   if (logical.kind === 'decimal') text += ` DECIMAL(${logical.precision},${logical.scale})`;
   else if (logical.kind === 'timestamp' || logical.kind === 'time') {

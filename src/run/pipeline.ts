@@ -48,7 +48,9 @@ export interface RunContext {
 }
 
 /** What to move: the next incremental window, or explicit backfill windows [from, to) over the cursor. */
-export type RunRequest = { kind: 'incremental' } | { kind: 'backfill'; from: string; to: string; step?: string };
+export type RunRequest =
+  | { kind: 'incremental' }
+  | { kind: 'backfill'; from: string; to: string; step?: string };
 
 /** Mutable facts gathered while a window runs, turned into the summary at the end. */
 interface Facts {
@@ -96,13 +98,23 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
     if (request.kind === 'backfill') log.info({ windows: windows.length }, 'backfill planned');
     for (const [i, window] of windows.entries()) {
       const runId = i === 0 ? firstRunId : newRunId();
-      const summary = await runWindow(ctx, { store, lease, warehouse, signal: stop.signal, runId, window, request });
+      const summary = await runWindow(ctx, {
+        store,
+        lease,
+        warehouse,
+        signal: stop.signal,
+        runId,
+        window,
+        request,
+      });
       summaries.push(summary);
       if (summary.exit_code !== 0) break;
     }
   } catch (err) {
     // Failures before any window ran (lease, stage, config): one summary says so.
-    const e = toNightshiftError(stop.signal.aborted && !(err instanceof NightshiftError) ? stop.signal.reason : err);
+    const e = toNightshiftError(
+      stop.signal.aborted && !(err instanceof NightshiftError) ? stop.signal.reason : err,
+    );
     summaries.push(
       finish(ctx, request, emptyFacts(firstRunId), started, e, store?.url ?? ctx.config.stage.url),
     );
@@ -110,7 +122,9 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
     ctx.signal.removeEventListener('abort', onTerm);
     await warehouse?.close().catch(() => undefined);
     if (lease) {
-      await lease.release().catch((err: unknown) => log.warn({ err }, 'could not release the lease; it will expire'));
+      await lease
+        .release()
+        .catch((err: unknown) => log.warn({ err }, 'could not release the lease; it will expire'));
     }
     await store?.close?.().catch(() => undefined);
   }
@@ -195,7 +209,18 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     await mkdir(tempDir, { recursive: true, mode: 0o700 });
     uploader = new Uploader({ store: args.store, job: config.job, runId: args.runId, signal: args.signal });
     const atLeastOne = !incremental || config.warehouse.mode === 'replace';
-    facts.rowsWritten = await exportWindow(ctx, log, snapshot, plans, window, tempDir, uploader, count, atLeastOne, args.signal);
+    facts.rowsWritten = await exportWindow(
+      ctx,
+      log,
+      snapshot,
+      plans,
+      window,
+      tempDir,
+      uploader,
+      count,
+      atLeastOne,
+      args.signal,
+    );
     facts.rowsSource = await count;
     facts.files = await uploader.finish();
     lap('export');
@@ -225,7 +250,10 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
 
     args.signal.throwIfAborted();
     args.lease.assertHeld();
-    log.info({ files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table }, 'loading');
+    log.info(
+      { files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table },
+      'loading',
+    );
     const loaded = await args.warehouse.load({
       job: config.job,
       runId: args.runId,
@@ -286,7 +314,12 @@ function timer(facts: Facts): (stage: string) => void {
 }
 
 /** Counts the window: on a second connection in parallel with COPY when the snapshot is exported. */
-function startCount(snapshot: Snapshot, config: Config, window: Window, signal: AbortSignal): Promise<number> {
+function startCount(
+  snapshot: Snapshot,
+  config: Config,
+  window: Window,
+  signal: AbortSignal,
+): Promise<number> {
   const id = snapshot.snapshotId;
   const count = id ? countInSnapshot(config.source, id, window) : snapshot.count(window);
   // The result is awaited after the export; until then a failure must not go unhandled.
@@ -323,7 +356,10 @@ async function exportWindow(
   });
   const decoder = new CopyBinaryDecoder(plans, writer, ctx.config.source.infinity);
   const progress = new Progress(log, ctx.progress);
-  count.then((n) => progress.setTotal(n), () => undefined);
+  count.then(
+    (n) => progress.setTotal(n),
+    () => undefined,
+  );
   const statement = await snapshot.copyStatement(plans, window);
   log.debug({ statement }, 'COPY');
   progress.start();
@@ -375,7 +411,11 @@ function finish(
     bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
     duration_ms: Date.now() - started,
     stage,
-    warehouse: { type: ctx.config.warehouse.type, table: ctx.config.warehouse.table, mode: ctx.config.warehouse.mode },
+    warehouse: {
+      type: ctx.config.warehouse.type,
+      table: ctx.config.warehouse.table,
+      mode: ctx.config.warehouse.mode,
+    },
     checkpoint: { before: facts.checkpointBefore, after: facts.checkpointAfter },
     timings_ms: facts.timings,
   };

@@ -45,7 +45,13 @@ export async function planWindow(
 }
 
 /** Splits [from, to) on the cursor into windows of `step` (a duration, or a number for integers). */
-export function splitBackfill(cursor: CursorInfo, column: string, from: string, to: string, step?: string): Window[] {
+export function splitBackfill(
+  cursor: CursorInfo,
+  column: string,
+  from: string,
+  to: string,
+  step?: string,
+): Window[] {
   const base = { columns: [column], types: [cursor.type] };
   const window = (lo: string, hi: string): Window => ({
     ...base,
@@ -76,7 +82,8 @@ export function splitBackfill(cursor: CursorInfo, column: string, from: string, 
 function collect<T extends number | bigint>(lo: T, hi: T, size: T, make: (a: T, b: T) => Window): Window[] {
   const out: Window[] = [];
   let a = lo;
-  const add = (x: T, y: T) => (typeof x === 'bigint' ? x + (y as bigint) : (x as number) + (y as number)) as T;
+  const add = (x: T, y: T) =>
+    (typeof x === 'bigint' ? x + (y as bigint) : (x as number) + (y as number)) as T;
   while (a < hi) {
     const next = add(a, size);
     const b = next < hi ? next : hi;
@@ -107,7 +114,9 @@ function parseTime(text: string, flag: string): number {
   const hasZone = /(Z|[+-]\d{2}(:?\d{2})?)$/.test(iso);
   const ms = Date.parse(hasZone || !iso.includes('T') ? iso : `${iso}Z`);
   if (Number.isNaN(ms)) {
-    throw configError(`backfill: ${flag} ${text} is not a date or time; use 2024-01-01 or 2024-01-01T06:00:00Z`);
+    throw configError(
+      `backfill: ${flag} ${text} is not a date or time; use 2024-01-01 or 2024-01-01T06:00:00Z`,
+    );
   }
   return ms;
 }
@@ -137,7 +146,8 @@ export interface PlanReport {
 /** Plans the next incremental run without taking the lease or touching anything. */
 export async function planNext(config: Config): Promise<PlanReport> {
   const store = await createStore(config);
-  const checkpoint = config.warehouse.mode === 'replace' ? undefined : await readCheckpoint(store, config.job);
+  const checkpoint =
+    config.warehouse.mode === 'replace' ? undefined : await readCheckpoint(store, config.job);
   const record: CheckpointRecord | undefined = checkpoint?.record;
   const snapshot = await openSnapshot(config.source);
   try {
@@ -175,7 +185,14 @@ export async function planNext(config: Config): Promise<PlanReport> {
       upper: window.upper ? [...window.upper.values] : null,
     };
     report.rows = await snapshot.count(window);
-    report.columns = buildManifest({ job: config.job, runId, stage: store.url, window, plans, files: [] }).columns;
+    report.columns = buildManifest({
+      job: config.job,
+      runId,
+      stage: store.url,
+      window,
+      plans,
+      files: [],
+    }).columns;
     report.copy = await snapshot.copyStatement(plans, window);
     return report;
   } finally {
@@ -185,8 +202,14 @@ export async function planNext(config: Config): Promise<PlanReport> {
 }
 
 /** The backfill windows for [from, to) split by step, typed by the cursor column. */
-export async function backfillWindows(config: Config, from: string, to: string, step?: string): Promise<Window[]> {
-  if (!config.source.cursor) throw configError('backfill needs source.cursor: the column the windows are ranges of');
+export async function backfillWindows(
+  config: Config,
+  from: string,
+  to: string,
+  step?: string,
+): Promise<Window[]> {
+  if (!config.source.cursor)
+    throw configError('backfill needs source.cursor: the column the windows are ranges of');
   if (config.warehouse.mode === 'replace') {
     throw configError('backfill replaces windows; warehouse.mode replace reloads the whole table instead');
   }

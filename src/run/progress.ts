@@ -51,7 +51,8 @@ export class Progress {
     const seconds = Math.max(0.001, (now - this.started) / 1000);
     const rowsPerSecond = this.rows / seconds;
     const mbPerSecond = this.bytes / 1e6 / seconds;
-    const eta = this.total && rowsPerSecond > 0 ? Math.max(0, (this.total - this.rows) / rowsPerSecond) : undefined;
+    const eta =
+      this.total && rowsPerSecond > 0 ? Math.max(0, (this.total - this.rows) / rowsPerSecond) : undefined;
     return { seconds, rowsPerSecond, mbPerSecond, eta };
   }
 

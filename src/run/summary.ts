@@ -7,7 +7,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redactor } from '../config/redact.js';
 import type { RuntimeSettings } from '../config/runtime.js';
-import { EXIT_CODES, type ErrorCode, type NightshiftError } from '../errors.js';
+import { type ErrorCode, EXIT_CODES, type NightshiftError } from '../errors.js';
 import { describeWindow, type Window } from './window.js';
 
 export type RunStatus =
@@ -80,7 +80,11 @@ export function summaryLine(summary: RunSummary): string {
 export function terminationMessage(summary: RunSummary): string {
   const full = summaryLine(summary);
   if (Buffer.byteLength(full) <= TERMINATION_LIMIT) return full;
-  const slim: RunSummary = { ...summary, timings_ms: {}, window: summary.window && { ...summary.window, text: '' } };
+  const slim: RunSummary = {
+    ...summary,
+    timings_ms: {},
+    window: summary.window && { ...summary.window, text: '' },
+  };
   if (slim.error) slim.error = { ...slim.error, hint: undefined };
   let line = summaryLine(slim);
   if (Buffer.byteLength(line) <= TERMINATION_LIMIT) return line;

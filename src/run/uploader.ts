@@ -22,7 +22,13 @@ export class Uploader {
   busyMs = 0;
   private busySince = 0;
 
-  constructor(options: { store: ObjectStore; job: string; runId: string; signal: AbortSignal; maxInFlight?: number }) {
+  constructor(options: {
+    store: ObjectStore;
+    job: string;
+    runId: string;
+    signal: AbortSignal;
+    maxInFlight?: number;
+  }) {
     this.store = options.store;
     this.job = options.job;
     this.runId = options.runId;
@@ -35,10 +41,21 @@ export class Uploader {
     if (this.inFlight.size === 0) this.busySince = Date.now();
     const key = partKey(this.job, this.runId, part.index);
     const task = this.store
-      .putFile(key, part.path, { consume: true, signal: this.signal, sha256: part.sha256, contentType: 'application/vnd.apache.parquet' })
+      .putFile(key, part.path, {
+        consume: true,
+        signal: this.signal,
+        sha256: part.sha256,
+        contentType: 'application/vnd.apache.parquet',
+      })
       .then(async () => {
         await rm(part.path, { force: true });
-        this.staged.push({ key, url: this.store.urlOf(key), rows: part.rows, bytes: part.bytes, sha256: part.sha256 });
+        this.staged.push({
+          key,
+          url: this.store.urlOf(key),
+          rows: part.rows,
+          bytes: part.bytes,
+          sha256: part.sha256,
+        });
       })
       .catch((err: unknown) => {
         this.failure ??= err;

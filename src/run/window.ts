@@ -67,6 +67,8 @@ export function windowPredicate(window: Window, dialect: PredicateDialect): stri
 export function describeWindow(window: Window): string {
   if (!window.lower && !window.upper) return 'all rows';
   const fmt = (b: Bound | undefined, open: boolean) =>
-    b ? `${open ? (b.inclusive ? '[' : '(') : ''}${b.values.join(', ')}${open ? '' : b.inclusive ? ']' : ')'}` : '';
+    b
+      ? `${open ? (b.inclusive ? '[' : '(') : ''}${b.values.join(', ')}${open ? '' : b.inclusive ? ']' : ')'}`
+      : '';
   return `${fmt(window.lower, true) || '(-inf'} .. ${fmt(window.upper, false) || '+inf)'}`;
 }

@@ -116,7 +116,8 @@ export class CopyBinaryDecoder {
     const len = b.length;
     if (!this.headerDone) {
       if (len - pos < 19) return -1;
-      if (!b.subarray(pos, pos + 11).equals(SIGNATURE)) throw new Error('COPY data does not start with the binary signature');
+      if (!b.subarray(pos, pos + 11).equals(SIGNATURE))
+        throw new Error('COPY data does not start with the binary signature');
       const extension = uint32At(b, pos + 15);
       if (len - pos < 19 + extension) return -1;
       this.headerDone = true;
@@ -161,7 +162,10 @@ export class CopyBinaryDecoder {
   /** Checks that the stream ended where COPY data ends. */
   finish(): void {
     if (!this.trailerSeen || this.carry) {
-      throw new NightshiftError('transient', 'COPY stream ended before its trailer: the connection was cut mid-export');
+      throw new NightshiftError(
+        'transient',
+        'COPY stream ended before its trailer: the connection was cut mid-export',
+      );
     }
   }
 }
@@ -346,9 +350,12 @@ function arrayDecoder(plan: ColumnPlan, column: ColumnWriter, element: Decode): 
       return;
     }
     if (ndim > 1) {
-      throw validationError(`column ${plan.name} holds a ${ndim}-dimensional array; only 1-dimensional arrays map to LIST`, {
-        hint: `set source.casts.${plan.name} to jsonb to keep the nesting as JSON`,
-      });
+      throw validationError(
+        `column ${plan.name} holds a ${ndim}-dimensional array; only 1-dimensional arrays map to LIST`,
+        {
+          hint: `set source.casts.${plan.name} to jsonb to keep the nesting as JSON`,
+        },
+      );
     }
     const n = int32At(b, p + 12);
     let q = p + 20;

@@ -7,11 +7,11 @@
 import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
 import type { SourceConfig } from '../config/schema.js';
-import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../run/window.js';
 import { configError, toNightshiftError, validationError } from '../errors.js';
+import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../run/window.js';
 import {
-  chooseExpr,
   type ColumnPlan,
+  chooseExpr,
   type DescribedColumn,
   type NumericMeasure,
   needsMeasure,
@@ -98,7 +98,8 @@ export class Snapshot {
     if (fields.length === 0) throw configError('the source selects no columns');
     const seen = new Set<string>();
     for (const f of fields) {
-      if (seen.has(f.name)) throw configError(`the source has two columns named ${f.name}; alias one in source.query`);
+      if (seen.has(f.name))
+        throw configError(`the source has two columns named ${f.name}; alias one in source.query`);
       seen.add(f.name);
     }
     const formatted = await this.client.query<{ f: string }>(
@@ -155,7 +156,9 @@ export class Snapshot {
     const find = (name: string, configKey: string) => {
       const col = described.find((c) => c.name === name);
       if (!col) {
-        throw configError(`${configKey}: column ${name} is not in the source (it has ${described.map((c) => c.name).join(', ')})`);
+        throw configError(
+          `${configKey}: column ${name} is not in the source (it has ${described.map((c) => c.name).join(', ')})`,
+        );
       }
       return col;
     };
@@ -210,7 +213,6 @@ export class Snapshot {
   async upperBound(cursor: CursorInfo, lower: Window | undefined): Promise<Bound | undefined> {
     const { key = [], lag, max_rows_per_run: maxRows } = this.config;
     const columns = [this.config.cursor as string, ...key];
-    const types = [cursor.type, ...cursor.keyTypes];
     const params: unknown[] = [];
     const param = (value: string, type: string) => {
       params.push(value);
@@ -270,7 +272,10 @@ export class Snapshot {
   }
 
   /** Precision and scale of unconstrained numeric columns in the window. */
-  async measureNumerics(columns: readonly DescribedColumn[], window: Window): Promise<Map<string, NumericMeasure>> {
+  async measureNumerics(
+    columns: readonly DescribedColumn[],
+    window: Window,
+  ): Promise<Map<string, NumericMeasure>> {
     const out = new Map<string, NumericMeasure>();
     const targets = columns.filter((c) => needsMeasure(c, this.typeCache, this.config.casts));
     if (!targets.length || this.config.numeric === 'string') return out;
@@ -285,16 +290,26 @@ export class Snapshot {
         `coalesce(bool_or(${v} IN ('NaN', 'Infinity', '-Infinity')), false) AS x${i}`,
       ];
     });
-    const r = await this.client.query(`SELECT ${aggregates.join(', ')} FROM ${this.relation} WHERE ${where}`, params);
+    const r = await this.client.query(
+      `SELECT ${aggregates.join(', ')} FROM ${this.relation} WHERE ${where}`,
+      params,
+    );
     const row = r.rows[0] as Record<string, unknown>;
     targets.forEach((c, i) => {
-      out.set(c.name, { scale: Number(row[`s${i}`]), intDigits: Number(row[`d${i}`]), special: row[`x${i}`] === true });
+      out.set(c.name, {
+        scale: Number(row[`s${i}`]),
+        intDigits: Number(row[`d${i}`]),
+        special: row[`x${i}`] === true,
+      });
     });
     return out;
   }
 
   /** Plans every exported column: expression, decoder, Parquet type. */
-  async planColumns(described: readonly DescribedColumn[], measured: Map<string, NumericMeasure>): Promise<ColumnPlan[]> {
+  async planColumns(
+    described: readonly DescribedColumn[],
+    measured: Map<string, NumericMeasure>,
+  ): Promise<ColumnPlan[]> {
     for (const name of Object.keys(this.config.casts)) {
       if (!described.some((c) => c.name === name)) {
         throw configError(`source.casts.${name}: the source has no column ${name}`);
@@ -326,12 +341,13 @@ export class Snapshot {
     const select = plans.map((p) => `${p.expr} AS ${quoteIdent(p.name)}`).join(', ');
     const template = `COPY (SELECT ${select} FROM ${this.relation} WHERE ${where}) TO STDOUT (FORMAT binary)`;
     // Positional %n$L: a bound value appears more than once in a lexicographic comparison.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL cannot occur in SQL text, so it marks the slots.
     const escaped = template.replaceAll('%', '%%').replace(/\u0000(\d+)\u0000/g, '%$1$$L');
     const args = values.map((_, i) => `$${i + 2}::text`).join(', ');
-    const r = await this.client.query<{ sql: string }>(
-      `SELECT format($1${args ? `, ${args}` : ''}) AS sql`,
-      [escaped, ...values],
-    );
+    const r = await this.client.query<{ sql: string }>(`SELECT format($1${args ? `, ${args}` : ''}) AS sql`, [
+      escaped,
+      ...values,
+    ]);
     return r.rows[0].sql;
   }
 
@@ -363,7 +379,8 @@ export class Snapshot {
   /** Cuts the connection at once (SIGTERM, or a COPY that must stop mid-stream). */
   destroy(): void {
     this.closed = true;
-    const connection = (this.client as unknown as { connection?: { stream?: { destroy(): void } } }).connection;
+    const connection = (this.client as unknown as { connection?: { stream?: { destroy(): void } } })
+      .connection;
     connection?.stream?.destroy();
   }
 }
@@ -424,7 +441,11 @@ export async function openSnapshot(config: SourceConfig): Promise<Snapshot> {
 }
 
 /** Counts a window on a second connection that imports the exporting snapshot. */
-export async function countInSnapshot(config: SourceConfig, snapshotId: string, window: Window): Promise<number> {
+export async function countInSnapshot(
+  config: SourceConfig,
+  snapshotId: string,
+  window: Window,
+): Promise<number> {
   const client = await connect(config, 'count');
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');

@@ -179,9 +179,12 @@ export function chooseExpr(
   if (cast !== undefined) {
     const target = cast.trim().toLowerCase();
     if (!/^[a-z_][a-z0-9_ ]*(\(\s*\d+(\s*,\s*-?\d+)?\s*\))?(\[\])?$/.test(target)) {
-      throw configError(`source.casts.${col.name}: "${cast}" is not a type name; use e.g. text, jsonb, numeric(20,4)`);
+      throw configError(
+        `source.casts.${col.name}: "${cast}" is not a type name; use e.g. text, jsonb, numeric(20,4)`,
+      );
     }
-    if (target === 'json' || target === 'jsonb') return { expr: `to_jsonb(${ident})`, note: 'cast: to_jsonb' };
+    if (target === 'json' || target === 'jsonb')
+      return { expr: `to_jsonb(${ident})`, note: 'cast: to_jsonb' };
     return { expr: `${ident}::${target}`, note: `cast: ${target}` };
   }
   const info = resolveDomain(col.typeOid, col.typmod, types);
@@ -195,7 +198,8 @@ export function chooseExpr(
     if (elem.oid === OID.numeric && !numericTypmod(elem.typmod)) {
       return { expr: `${ident}::text[]`, note: 'unconstrained numeric[] as exact strings' };
     }
-    if (elem.oid === OID.money) return { expr: `${ident}::numeric[]::text[]`, note: 'money[] as exact strings' };
+    if (elem.oid === OID.money)
+      return { expr: `${ident}::numeric[]::text[]`, note: 'money[] as exact strings' };
     if (nativeKind(elem.oid, elem.typmod, elemType)) {
       return elem.oid === type.elem ? { expr: ident } : { expr: `${ident}::${baseArrayName(elemType)}` };
     }
@@ -206,9 +210,11 @@ export function chooseExpr(
   if (info.oid === OID.money) return { expr: `${ident}::numeric`, note: 'money as numeric' };
   if (info.oid === OID.numeric && !numericTypmod(info.typmod)) {
     const m = measured.get(col.name);
-    if (!m || !numericFitsDecimal(m)) return { expr: `${ident}::text`, note: 'unconstrained numeric as exact string' };
+    if (!m || !numericFitsDecimal(m))
+      return { expr: `${ident}::text`, note: 'unconstrained numeric as exact string' };
   }
-  if (nativeKind(info.oid, info.typmod, type)) return { expr: info.oid === col.typeOid ? ident : `${ident}::${type.name}` };
+  if (nativeKind(info.oid, info.typmod, type))
+    return { expr: info.oid === col.typeOid ? ident : `${ident}::${type.name}` };
   if (textCastable(info.oid, type)) return { expr: `${ident}::text`, note: `${type.name} as text` };
   return unsupported(col);
 }
@@ -226,7 +232,11 @@ function unsupported(col: DescribedColumn): never {
   );
 }
 
-function resolveDomain(oid: number, typmod: number, types: ReadonlyMap<number, PgTypeInfo>): { oid: number; typmod: number } {
+function resolveDomain(
+  oid: number,
+  typmod: number,
+  types: ReadonlyMap<number, PgTypeInfo>,
+): { oid: number; typmod: number } {
   let current = { oid, typmod };
   for (let depth = 0; depth < 16; depth++) {
     const t = types.get(current.oid);
@@ -310,8 +320,19 @@ export function planColumn(
   const targetType = types.get(target.oid);
   const kind = targetType ? nativeKind(target.oid, target.typmod, targetType) : undefined;
   if (!kind || !targetType) return unsupported(col);
-  const base = { name: col.name, expr: expr.expr, pgType: col.formatted, decoder: kind, array: isArray, note: expr.note };
-  const spec = (physical: ColumnSpec['physical'], logical: ColumnSpec['logical'], typeLength?: number): ColumnSpec => ({
+  const base = {
+    name: col.name,
+    expr: expr.expr,
+    pgType: col.formatted,
+    decoder: kind,
+    array: isArray,
+    note: expr.note,
+  };
+  const spec = (
+    physical: ColumnSpec['physical'],
+    logical: ColumnSpec['logical'],
+    typeLength?: number,
+  ): ColumnSpec => ({
     name: col.name,
     physical,
     logical,
@@ -358,7 +379,11 @@ export function planColumn(
   }
 }
 
-type SpecFn = (physical: ColumnSpec['physical'], logical: ColumnSpec['logical'], typeLength?: number) => ColumnSpec;
+type SpecFn = (
+  physical: ColumnSpec['physical'],
+  logical: ColumnSpec['logical'],
+  typeLength?: number,
+) => ColumnSpec;
 
 function planDecimal(
   col: DescribedColumn,

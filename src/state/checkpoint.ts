@@ -104,9 +104,12 @@ export async function commitCheckpoint(
     });
   } catch (err) {
     if (err instanceof PreconditionFailedError) {
-      throw leaseHeldError('the checkpoint was claimed by another run: this run lost its lease and does not commit', {
-        cause: err,
-      });
+      throw leaseHeldError(
+        'the checkpoint was claimed by another run: this run lost its lease and does not commit',
+        {
+          cause: err,
+        },
+      );
     }
     throw err;
   }

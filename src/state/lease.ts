@@ -5,7 +5,7 @@
  * that lost its lease stops before it can move the checkpoint.
  */
 import { hostname } from 'node:os';
-import { leaseHeldError, NightshiftError, toNightshiftError } from '../errors.js';
+import { leaseHeldError, type NightshiftError, toNightshiftError } from '../errors.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/store.js';
 
 /** What lease.json holds. */
@@ -138,7 +138,9 @@ export class Lease {
       if (err instanceof PreconditionFailedError) {
         this.lose(leaseHeldError('another run took over the lease while this run held it'));
       } else if (Date.parse(this.record.expires_at) <= now) {
-        this.lose(leaseHeldError(`could not renew the lease before it expired: ${toNightshiftError(err).message}`));
+        this.lose(
+          leaseHeldError(`could not renew the lease before it expired: ${toNightshiftError(err).message}`),
+        );
       }
       // Otherwise a transient failure: the next tick tries again before the lease expires.
     }

@@ -32,13 +32,16 @@ export class LocalStore implements ObjectStore {
     try {
       this.root = fileURLToPath(url);
     } catch (err) {
-      throw configError(`stage.url: ${url} is not a valid file URL; use file:///absolute/path`, { cause: err });
+      throw configError(`stage.url: ${url} is not a valid file URL; use file:///absolute/path`, {
+        cause: err,
+      });
     }
     this.url = pathToFileURL(this.root).href;
   }
 
   private pathOf(key: string): string {
-    if (key.split('/').some((part) => part === '..' || part === '')) throw new Error(`invalid object key ${key}`);
+    if (key.split('/').some((part) => part === '..' || part === ''))
+      throw new Error(`invalid object key ${key}`);
     return join(this.root, ...key.split('/'));
   }
 
@@ -104,7 +107,8 @@ export class LocalStore implements ObjectStore {
       try {
         await link(temp, target);
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new PreconditionFailedError(key, { cause: err });
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST')
+          throw new PreconditionFailedError(key, { cause: err });
         throw err;
       }
       await unlink(temp);
@@ -131,7 +135,10 @@ export class LocalStore implements ObjectStore {
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+        const age = await stat(lock).then(
+          (s) => Date.now() - s.mtimeMs,
+          () => 0,
+        );
         if (age > STALE_LOCK_MS) {
           // Break a lock left by a killed process: rename is atomic, so only one breaker wins.
           await rename(lock, `${lock}.${randomBytes(4).toString('hex')}.stale`).catch(() => undefined);

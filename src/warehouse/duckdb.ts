@@ -58,10 +58,14 @@ export class DuckDbWarehouse implements Warehouse {
       } catch (err) {
         const message = (err as Error).message;
         if (/lock/i.test(message)) {
-          throw new NightshiftError('transient', `the DuckDB file ${this.options.path} is in use by another process`, {
-            cause: err,
-            hint: 'close other programs that have it open (a DuckDB shell, a notebook) and run again',
-          });
+          throw new NightshiftError(
+            'transient',
+            `the DuckDB file ${this.options.path} is in use by another process`,
+            {
+              cause: err,
+              hint: 'close other programs that have it open (a DuckDB shell, a notebook) and run again',
+            },
+          );
         }
         throw configError(`cannot open the DuckDB file ${this.options.path}: ${message}`, { cause: err });
       }
@@ -101,7 +105,9 @@ export class DuckDbWarehouse implements Warehouse {
       await con.run(`CREATE SCHEMA IF NOT EXISTS ${quote(table.schema)}`);
       let replaced = 0;
       if (request.mode === 'replace') {
-        replaced = (await this.tableExists(con, table)) ? await scalar(con, `SELECT count(*) FROM ${table.sql}`) : 0;
+        replaced = (await this.tableExists(con, table))
+          ? await scalar(con, `SELECT count(*) FROM ${table.sql}`)
+          : 0;
         await con.run(`CREATE OR REPLACE TABLE ${table.sql} AS SELECT * FROM ${source} LIMIT 0`);
       } else if (!(await this.tableExists(con, table))) {
         await con.run(`CREATE TABLE ${table.sql} AS SELECT * FROM ${source} LIMIT 0`);
@@ -127,7 +133,8 @@ export class DuckDbWarehouse implements Warehouse {
       return { rowsLoaded: inserted, rowsReplaced: replaced };
     } catch (err) {
       await con.run('ROLLBACK').catch(() => undefined);
-      if (request.signal?.aborted) throw new NightshiftError('terminated', 'the DuckDB load was interrupted', { cause: err });
+      if (request.signal?.aborted)
+        throw new NightshiftError('terminated', 'the DuckDB load was interrupted', { cause: err });
       throw translate(err, request.table);
     } finally {
       request.signal?.removeEventListener('abort', onAbort);
@@ -136,7 +143,10 @@ export class DuckDbWarehouse implements Warehouse {
     }
   }
 
-  private async tableExists(con: DuckDBConnection, table: { schema: string; name: string }): Promise<boolean> {
+  private async tableExists(
+    con: DuckDBConnection,
+    table: { schema: string; name: string },
+  ): Promise<boolean> {
     const n = await scalar(
       con,
       'SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2',

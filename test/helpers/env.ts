@@ -1,0 +1,111 @@
+/**
+ * Shared test plumbing: a fresh database per test file on the shared server, temp dirs, YAML
+ * configs, and running the built CLI as a real process (exit codes, stdout, stderr).
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+import { inject } from 'vitest';
+import { stringify } from 'yaml';
+
+export const CLI = resolve(import.meta.dirname, '../../dist/src/cli.js');
+
+/** A new, empty database on the test server; returns its URL. */
+export async function freshDatabase(): Promise<string> {
+  const admin = new pg.Client({ connectionString: inject('pgUrl') });
+  await admin.connect();
+  const name = `t_${randomBytes(5).toString('hex')}`;
+  try {
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(inject('pgUrl'));
+  url.pathname = `/${name}`;
+  return url.href;
+}
+
+/** Runs SQL against a database URL. */
+export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(
+  url: string,
+  text: string,
+  values?: unknown[],
+): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const r = await client.query<T>(text, values);
+    return r.rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** A temp dir removed by the returned cleanup. */
+export function tempDir(prefix = 'ns-test-'): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Writes a config object as YAML and returns its path. */
+export function writeConfig(dir: string, config: unknown, name = 'nightshift.yaml'): string {
+  const path = join(dir, name);
+  writeFileSync(path, typeof config === 'string' ? config : stringify(config));
+  return path;
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** The last stdout line parsed as JSON, when it is JSON. */
+  summary: Record<string, unknown> | undefined;
+}
+
+/** Runs the built CLI with a clean environment plus `env`. */
+export function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  options: { onSpawn?: (pid: number) => void; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, TZ: 'UTC', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+    if (child.pid) options.onSpawn?.(child.pid);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const lines = stdout.trim().split('\n');
+      let summary: Record<string, unknown> | undefined;
+      try {
+        summary = JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
+      } catch {
+        summary = undefined;
+      }
+      resolvePromise({ code, signal, stdout, stderr, summary });
+    });
+  });
+}
+
+/** Parses every JSON line of a run's stdout. */
+export function jsonLines(stdout: string): Record<string, unknown>[] {
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}

@@ -146,6 +146,12 @@ export const CLAMP = {
   minDays: -719162,
 } as const;
 
+/** Whether a constrained numeric typmod has a Parquet DECIMAL form (0 <= scale <= precision <= 38). */
+function decimalFits(typmod: number): boolean {
+  const t = numericTypmod(typmod);
+  return t !== undefined && t.scale >= 0 && t.scale <= t.precision && t.precision <= 38;
+}
+
 /** Decodes a numeric typmod into precision and scale (PostgreSQL 15 allows a negative scale). */
 export function numericTypmod(typmod: number): { precision: number; scale: number } | undefined {
   if (typmod < 4) return undefined;
@@ -195,8 +201,8 @@ export function chooseExpr(
     const elemType = types.get(elem.oid);
     if (!elemType) return unsupported(col);
     if (elemType.typtype === 'c') return { expr: `to_jsonb(${ident})`, note: 'composite array as JSON' };
-    if (elem.oid === OID.numeric && !numericTypmod(elem.typmod)) {
-      return { expr: `${ident}::text[]`, note: 'unconstrained numeric[] as exact strings' };
+    if (elem.oid === OID.numeric && !decimalFits(elem.typmod)) {
+      return { expr: `${ident}::text[]`, note: 'numeric[] without a DECIMAL form as exact strings' };
     }
     if (elem.oid === OID.money)
       return { expr: `${ident}::numeric[]::text[]`, note: 'money[] as exact strings' };
@@ -207,11 +213,18 @@ export function chooseExpr(
     return unsupported(col);
   }
   if (type.typtype === 'c') return { expr: `to_jsonb(${ident})`, note: 'composite as JSON' };
-  if (info.oid === OID.money) return { expr: `${ident}::numeric`, note: 'money as numeric' };
+  if (info.oid === OID.money) {
+    const m = measured.get(col.name);
+    return m && numericFitsDecimal(m)
+      ? { expr: `${ident}::numeric`, note: 'money as its numeric value' }
+      : { expr: `${ident}::numeric::text`, note: 'money as its exact numeric text' };
+  }
   if (info.oid === OID.numeric && !numericTypmod(info.typmod)) {
     const m = measured.get(col.name);
     if (!m || !numericFitsDecimal(m))
       return { expr: `${ident}::text`, note: 'unconstrained numeric as exact string' };
+  } else if (info.oid === OID.numeric && !decimalFits(info.typmod)) {
+    return { expr: `${ident}::text`, note: `${col.formatted} has no DECIMAL form: exact string` };
   }
   if (nativeKind(info.oid, info.typmod, type))
     return { expr: info.oid === col.typeOid ? ident : `${ident}::${type.name}` };
@@ -426,5 +439,5 @@ export function needsMeasure(
 ): boolean {
   if (casts[col.name] !== undefined) return false;
   const info = resolveDomain(col.typeOid, col.typmod, types);
-  return info.oid === OID.numeric && !numericTypmod(info.typmod);
+  return (info.oid === OID.numeric && !numericTypmod(info.typmod)) || info.oid === OID.money;
 }

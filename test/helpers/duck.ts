@@ -2,7 +2,7 @@
 import { DuckDBInstance } from '@duckdb/node-api';
 
 export async function duckQuery(path: string, sql: string): Promise<Record<string, unknown>[]> {
-  const instance = await DuckDBInstance.create(path, { access_mode: 'READ_ONLY' });
+  const instance = await DuckDBInstance.create(path, path === ':memory:' ? {} : { access_mode: 'READ_ONLY' });
   try {
     const con = await instance.connect();
     await con.run("SET TimeZone = 'UTC'");

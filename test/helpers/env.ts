@@ -28,15 +28,17 @@ export async function freshDatabase(): Promise<string> {
   return url.href;
 }
 
-/** Runs SQL against a database URL. */
+/** Runs SQL against a database URL, after optional session settings. */
 export async function sql<T extends pg.QueryResultRow = Record<string, unknown>>(
   url: string,
   text: string,
   values?: unknown[],
+  session: string[] = [],
 ): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
+    for (const statement of session) await client.query(statement);
     const r = await client.query<T>(text, values);
     return r.rows;
   } finally {

@@ -135,3 +135,58 @@ describe('PartWriter', () => {
     expect(s.t).toBe(tagsNonNull);
   });
 });
+
+describe('dictionary encoding', () => {
+  it('keeps a dictionary where it compresses better and writes PLAIN where it does not', async () => {
+    const writer = new PartWriter({
+      dir,
+      fileName: () => 'adaptive.parquet',
+      columns: [
+        { name: 'seq', physical: Physical.INT64, logical: { kind: 'int', bits: 64, signed: true } },
+        { name: 'code', physical: Physical.INT64, logical: { kind: 'int', bits: 64, signed: true } },
+        { name: 'label', physical: Physical.BYTE_ARRAY, logical: { kind: 'string' } },
+      ],
+      codec: 'zstd',
+      level: 3,
+      partBytes: 1 << 30,
+      rowGroupBytes: 4 << 20,
+      pageBytes: 64 * 1024,
+      dictionary: true,
+      createdBy: 'nightshift test',
+    });
+    const [seq, code, label] = writer.columns as [Int64Column, Int64Column, ByteArrayColumn];
+    let state = 12345;
+    const random = () => {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      return state;
+    };
+    const labels = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
+    // 300 arbitrary 64-bit values in random order: an index is ~9 bits, a PLAIN value 64.
+    const codes = Array.from({ length: 300 }, () => [random() | 0, random()] as const);
+    const rows = 300_000;
+    for (let i = 0; i < rows; i++) {
+      seq.append(0, i * 1000 + (random() % 1000));
+      const [hi, lo] = codes[random() % 300];
+      code.append(hi, lo);
+      label.appendString(labels[random() % 8]);
+      writer.endRow();
+    }
+    const [part] = writer.finish();
+    const db = await DuckDBInstance.create(':memory:');
+    const con = await db.connect();
+    const meta = await con.runAndReadAll(
+      `select path_in_schema as col, string_agg(distinct encodings, ';') as enc
+       from parquet_metadata('${part.path}') group by 1 order by 1`,
+    );
+    const encodings = Object.fromEntries(meta.getRowObjectsJS().map((r) => [r.col, String(r.enc)]));
+    expect(encodings.code).toContain('RLE_DICTIONARY');
+    expect(encodings.label).toContain('RLE_DICTIONARY');
+    expect(encodings.seq).not.toContain('RLE_DICTIONARY');
+    const check = await con.runAndReadAll(
+      `select count(*) as n, count(distinct seq) as s, sum(code) as c from read_parquet('${part.path}')`,
+    );
+    const [row] = check.getRowObjectsJS();
+    expect(row.n).toBe(BigInt(rows));
+    expect(row.s).toBe(BigInt(rows));
+  });
+});

@@ -125,7 +125,7 @@ const stage = z
 const duckdb = z
   .strictObject({
     path: z.string().min(1).describe('DuckDB database file; created when missing.'),
-    memory_limit_mb: z.number().int().min(64).default(256).describe('DuckDB memory_limit during the load.'),
+    memory_limit_mb: z.number().int().min(64).default(128).describe('DuckDB memory_limit during the load.'),
     threads: z.number().int().min(1).default(2).describe('DuckDB threads during the load.'),
   })
   .describe('The embedded DuckDB warehouse.');
@@ -155,8 +155,10 @@ const parquet = z
       .number()
       .int()
       .min(1)
-      .default(256)
-      .describe('A part file is closed, uploaded and deleted once it reaches this size.'),
+      .optional()
+      .describe(
+        'A part file is closed, uploaded and deleted once it reaches this size. Default: what the warehouse loads best (32 for duckdb, whose loads start while the export runs; 256 otherwise).',
+      ),
     row_group_mb: z
       .number()
       .int()
@@ -179,6 +181,12 @@ const validation = z
       .nonnegative()
       .default(0)
       .describe('Fail (exit 3) when a window has fewer rows.'),
+    source_count: z
+      .enum(['copy', 'query'])
+      .default('copy')
+      .describe(
+        'Where the source count comes from: `copy`, the row count PostgreSQL reports for the COPY of the window; `query`, also a count(*) of the window in the same snapshot on a second connection (an independent check that costs a second scan).',
+      ),
     max_rows: z
       .number()
       .int()

@@ -4,7 +4,8 @@
  * root it runs as a `postgres` OS user, created when missing.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,6 +40,8 @@ export async function freePort(): Promise<number> {
 }
 
 export interface StartOptions {
+  /** A data directory kept between starts (the benchmark's table); default: a fresh temp dir. */
+  dataDir?: string;
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>;
   /** Called with server log lines (default: dropped). */
@@ -59,11 +62,15 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
     });
   }
   // Under /tmp, which the postgres OS user can reach even when the checkout is under /root.
-  const dir = await mkdtemp(join(tmpdir(), 'nightshift-pg-'));
+  const dir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'nightshift-pg-')));
+  await mkdir(dir, { recursive: true });
   // mkdtemp makes the folder private; the postgres user (when running as root) must reach into it.
   await chmod(dir, 0o755);
+  const persistent = options.dataDir !== undefined;
+  const initialised = persistent && existsSync(join(dir, 'data', 'PG_VERSION'));
   const port = await freePort();
-  const password = randomBytes(12).toString('hex');
+  // A kept cluster keeps its password: it is only ever reachable from this machine's loopback.
+  const password = persistent ? 'nightshift-bench' : randomBytes(12).toString('hex');
   const settings = {
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '',
@@ -77,7 +84,7 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
     user: 'postgres',
     password,
     authMethod: 'scram-sha-256',
-    persistent: false,
+    persistent,
     createPostgresUser: process.getuid?.() === 0,
     initdbFlags: ['--encoding=UTF8', '--locale=C'],
     postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
@@ -91,10 +98,10 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
     },
   });
   try {
-    await server.initialise();
+    if (!initialised) await server.initialise();
     await server.start();
   } catch (err) {
-    await rm(dir, { recursive: true, force: true });
+    if (!persistent) await rm(dir, { recursive: true, force: true });
     throw new Error(`the embedded PostgreSQL did not start: ${lines.slice(-10).join(' ').trim()}`, {
       cause: err,
     });
@@ -103,7 +110,7 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     stop: async () => {
       await server.stop().catch(() => undefined);
-      await rm(dir, { recursive: true, force: true });
+      if (!persistent) await rm(dir, { recursive: true, force: true });
     },
   };
 }

@@ -75,9 +75,9 @@ export class ByteSink {
     this.length = 0;
   }
 
-  /** Gives back memory after a large page, so one wide value does not pin a big buffer. */
+  /** Empties the sink, giving back memory when one wide value grew it past twice `capacity`. */
   shrink(capacity: number): void {
-    if (this.buf.length > capacity * 4) this.buf = Buffer.allocUnsafe(capacity);
+    if (this.buf.length > capacity * 2) this.buf = Buffer.allocUnsafe(capacity);
     this.length = 0;
   }
 }

@@ -16,11 +16,13 @@ const PageType = { DATA_PAGE: 0, DICTIONARY_PAGE: 2 } as const;
 
 /** Levels per page before it is cut, whatever its byte size. */
 const MAX_PAGE_LEVELS = 64 * 1024;
+/** Room past the page size for the value that fills a page, and the page's level runs. */
+const PAGE_SLACK = 64 * 1024 + MAX_PAGE_LEVELS / 4;
 
 export interface ColumnOptions {
   /** Uncompressed bytes of values per data page. */
   pageBytes: number;
-  /** Whether to try dictionary encoding (byte arrays only). */
+  /** Whether to try dictionary encoding. */
   dictionary: boolean;
   /** Largest dictionary before the column falls back to PLAIN for the rest of the row group. */
   dictionaryBytes: number;
@@ -48,12 +50,28 @@ export abstract class ColumnWriter {
   /** Whether each append ends a row for this column (false for lists, ended by endList). */
   protected readonly flat: boolean;
 
-  protected defs = new Uint8Array(MAX_PAGE_LEVELS);
-  protected reps: Uint8Array | undefined;
+  protected defs: Uint8Array<ArrayBuffer> = new Uint8Array(MAX_PAGE_LEVELS);
+  protected reps: Uint8Array<ArrayBuffer> | undefined;
   protected levels = 0;
   protected nextRep = 0;
-  /** PLAIN-encoded values of the current page. */
-  protected readonly vals = new ByteSink(64 * 1024);
+  /** PLAIN-encoded values of the current page, sized once so it never doubles past a page. */
+  protected readonly vals: ByteSink;
+  private readonly page: ByteSink;
+
+  // Dictionary encoding. The first page is encoded both ways and the smaller after compression
+  // wins; a column that loses once, or whose dictionary outgrows its limit, stays PLAIN, because
+  // such data (names, ids, timestamps) will do the same again.
+  private dict: ByteDictionary | undefined;
+  private dictInChunk: ByteDictionary | undefined;
+  private dictionaryUseful: boolean;
+  /** Whether the current page is the trial page: its PLAIN bytes are kept beside the indices. */
+  private trial: boolean;
+  private indices = new Int32Array(MAX_PAGE_LEVELS);
+  private indexCount = 0;
+  /** Bytes the dictionary-encoded values of the page would take as PLAIN: decides when it is full. */
+  private plainEquivalent = 0;
+  private abandonAtRowEnd = false;
+  private readonly lengthPrefix: number;
 
   // Row group state.
   private pages: Uint8Array[] = [];
@@ -63,7 +81,11 @@ export abstract class ColumnWriter {
   protected nullCount = 0;
   private usedEncodings = new Set<number>();
 
-  constructor(spec: ColumnSpec, options: ColumnOptions) {
+  /**
+   * `lengthPrefix` is 4 for BYTE_ARRAY, whose PLAIN form (and dictionary entries) put a length
+   * before each value.
+   */
+  constructor(spec: ColumnSpec, options: ColumnOptions, dictionary = options.dictionary, lengthPrefix = 0) {
     this.spec = spec;
     this.options = options;
     const { maxDef, maxRep } = levelsOf(spec);
@@ -71,6 +93,12 @@ export abstract class ColumnWriter {
     this.maxRep = maxRep;
     this.flat = maxRep === 0;
     if (maxRep > 0) this.reps = new Uint8Array(MAX_PAGE_LEVELS);
+    this.vals = new ByteSink(options.pageBytes + PAGE_SLACK);
+    this.page = new ByteSink(options.pageBytes + PAGE_SLACK);
+    this.dictionaryUseful = dictionary;
+    this.trial = dictionary;
+    this.lengthPrefix = lengthPrefix;
+    if (dictionary) this.dict = new ByteDictionary(lengthPrefix);
   }
 
   /** A NULL value (a NULL column, or a NULL list element inside startList/endList). */
@@ -106,12 +134,105 @@ export abstract class ColumnWriter {
   }
 
   endList(): void {
-    this.rowDone();
+    if (this.abandonAtRowEnd) this.abandonDictionary();
+    else this.rowDone();
+  }
+
+  /** Whether values go to the dictionary only: no PLAIN copy is needed (past the trial page). */
+  protected get dictionaryOnly(): boolean {
+    return this.dict !== undefined && !this.trial;
+  }
+
+  /**
+   * Called by every appender once it has written one value's PLAIN bytes at vals[start..]; `key`
+   * is where the value's own bytes are (for byte arrays, after the length prefix).
+   */
+  protected valueWritten(start: number, keyOffset = 0): void {
+    if (this.dict) {
+      const end = this.vals.length;
+      // Past the trial page the value lives in the dictionary only; its bytes stay readable in the
+      // buffer until the next write, long enough for the dictionary to copy them.
+      if (!this.trial) this.vals.length = start;
+      this.dictionaryValue(this.vals.buf, start + keyOffset, end - start - keyOffset, end - start);
+      return;
+    }
+    this.level(this.maxDef);
+    if (this.flat) this.rowDone();
+  }
+
+  /** Adds one value, src[off, off+len), to the dictionary; `plainBytes` is its PLAIN size. */
+  protected dictionaryValue(src: Uint8Array, off: number, len: number, plainBytes: number): void {
+    const dict = this.dict as ByteDictionary;
+    if (this.indexCount === this.indices.length) this.indices = grow32(this.indices);
+    this.indices[this.indexCount++] = dict.add(src, off, len);
+    this.plainEquivalent += plainBytes;
+    this.level(this.maxDef);
+    if (dict.bytes > this.options.dictionaryBytes) {
+      // A list is finished first: pages start where rows start.
+      if (this.flat) this.abandonDictionary();
+      else this.abandonAtRowEnd = true;
+    } else if (this.flat) this.rowDone();
+  }
+
+  private abandonDictionary(): void {
+    // Pages already cut stay dictionary-encoded; the rest of the chunk is PLAIN.
+    this.abandonAtRowEnd = false;
+    if (this.trial) this.dropDictionary();
+    this.flushPage();
+    this.dict = undefined;
+    this.dictionaryUseful = false;
+  }
+
+  /** Ends dictionary mode for the rest of the chunk; the page's PLAIN bytes are still in `vals`. */
+  private dropDictionary(): void {
+    this.dict = undefined;
+    this.indexCount = 0;
+    this.plainEquivalent = 0;
+    this.trial = false;
+  }
+
+  /** On the trial page, keeps the dictionary only if indices + dictionary compress smaller than PLAIN. */
+  private decideDictionary(): void {
+    const dict = this.dict;
+    if (!this.trial || !dict) return;
+    this.trial = false;
+    // Mostly distinct values gain nothing from a dictionary, whatever the sizes say.
+    if (dict.count * 2 > this.indexCount) {
+      this.dropDictionary();
+      this.dictionaryUseful = false;
+      return;
+    }
+    const indices = new ByteSink(this.indexCount + 16);
+    this.writeIndices(indices, dict);
+    // The dictionary page is written once per row group, which spans several pages of a column:
+    // it is counted at a quarter against the one page of indices.
+    const dictionarySize = this.compressed(indices.view()) + this.compressed(dict.data.view()) / 4;
+    const plainSize = this.compressed(this.vals.view());
+    if (plainSize <= dictionarySize) {
+      // Data that compresses better plain (unique ids, timestamps) stays so: stop trying.
+      this.dropDictionary();
+      this.dictionaryUseful = false;
+    } else {
+      this.vals.length = 0;
+    }
+  }
+
+  private compressed(bytes: Buffer): number {
+    return this.options.compress(bytes).length;
+  }
+
+  private writeIndices(out: ByteSink, dict: ByteDictionary): void {
+    const width = Math.max(1, bitWidth(dict.count - 1));
+    out.byte(width);
+    writeHybrid(out, this.indices, this.indexCount, width);
   }
 
   /** Records the levels of one value slot. */
   protected level(def: number): void {
-    if (this.levels === this.defs.length) this.growLevels();
+    if (this.levels === this.defs.length) {
+      this.defs = grow8(this.defs);
+      if (this.reps) this.reps = grow8(this.reps);
+    }
     this.defs[this.levels] = def;
     if (this.reps) {
       this.reps[this.levels] = this.nextRep;
@@ -120,20 +241,6 @@ export abstract class ColumnWriter {
     this.levels++;
   }
 
-  private growLevels(): void {
-    const grow = (a: Uint8Array) => {
-      const b = new Uint8Array(a.length * 2);
-      b.set(a);
-      return b;
-    };
-    this.defs = grow(this.defs);
-    if (this.reps) this.reps = grow(this.reps);
-    this.growIndices(this.defs.length);
-  }
-
-  /** Hook for writers that keep per-level arrays (dictionary indices). */
-  protected growIndices(_capacity: number): void {}
-
   /** Cuts a page once the current one is full; called where a row ends. */
   protected rowDone(): void {
     if (this.pageBytes() >= this.options.pageBytes || this.levels >= MAX_PAGE_LEVELS) this.flushPage();
@@ -141,7 +248,7 @@ export abstract class ColumnWriter {
 
   /** Uncompressed bytes of values in the current page. */
   protected pageBytes(): number {
-    return this.vals.length;
+    return this.dict ? this.plainEquivalent : this.vals.length;
   }
 
   /** Bytes this column holds for the current row group, uncompressed. */
@@ -149,8 +256,20 @@ export abstract class ColumnWriter {
     return this.chunkUncompressed + this.pageBytes() + this.levels;
   }
 
-  /** Writes the values of the current page into `out` and returns the encoding used. */
-  protected abstract writeValues(out: ByteSink): number;
+  /** Writes the values of the current page into `out`; returns the encoding used. */
+  protected writeValues(out: ByteSink): number {
+    this.decideDictionary();
+    const dict = this.dict ?? this.dictInChunk;
+    if (this.indexCount > 0 && dict) {
+      this.dictInChunk = dict;
+      this.writeIndices(out, dict);
+      this.indexCount = 0;
+      this.plainEquivalent = 0;
+      return Encoding.RLE_DICTIONARY;
+    }
+    out.bytes(this.vals.buf, 0, this.vals.length);
+    return Encoding.PLAIN;
+  }
 
   /** Statistics min/max in PLAIN encoding, when the column tracks them. */
   protected minMax(): [Uint8Array, Uint8Array] | undefined {
@@ -160,12 +279,14 @@ export abstract class ColumnWriter {
   /** Resets per-row-group statistics. */
   protected resetStats(): void {}
 
-  /** The dictionary page body and entry count, when the chunk used one. */
-  protected takeDictionary(): { body: Buffer; count: number } | undefined {
-    return undefined;
+  /** The chunk's dictionary page body and entry count, when pages used it; starts a new one. */
+  private takeDictionary(): { body: Buffer; count: number } | undefined {
+    const dict = this.dictInChunk;
+    this.dictInChunk = undefined;
+    if (this.dictionaryUseful) this.dict = new ByteDictionary(this.lengthPrefix);
+    this.trial = this.dictionaryUseful;
+    return dict && { body: dict.data.view(), count: dict.count };
   }
-
-  private readonly page = new ByteSink(256 * 1024);
 
   /** Cuts the current page: levels and values, compressed, appended to the row group. */
   flushPage(): void {
@@ -195,8 +316,9 @@ export abstract class ColumnWriter {
     this.chunkUncompressed += header.length + body.length;
     this.chunkLevels += this.levels;
     this.levels = 0;
-    this.vals.shrink(64 * 1024);
-    page.shrink(256 * 1024);
+    // Keep the buffers for the next page; only an outsized value's growth is given back.
+    this.vals.shrink(this.options.pageBytes + PAGE_SLACK);
+    page.shrink(this.options.pageBytes + PAGE_SLACK);
   }
 
   private compress(body: Buffer): Uint8Array {
@@ -270,6 +392,18 @@ export abstract class ColumnWriter {
   }
 }
 
+function grow8(a: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(a.length * 2);
+  b.set(a);
+  return b;
+}
+
+function grow32(a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(a.length * 2);
+  b.set(a);
+  return b;
+}
+
 /** INT32 values: int, smallint, date, decimal(p<=9). Tracks min/max. */
 export class Int32Column extends ColumnWriter {
   private min = 0;
@@ -278,21 +412,16 @@ export class Int32Column extends ColumnWriter {
 
   append(v: number): void {
     const s = this.vals;
-    if (s.length + 4 > s.buf.length) s.ensure(4);
-    s.buf.writeInt32LE(v, s.length);
-    s.length += 4;
+    const start = s.length;
+    if (start + 4 > s.buf.length) s.ensure(4);
+    s.buf.writeInt32LE(v, start);
+    s.length = start + 4;
     if (!this.seen) {
       this.min = this.max = v;
       this.seen = true;
     } else if (v < this.min) this.min = v;
     else if (v > this.max) this.max = v;
-    this.level(this.maxDef);
-    if (this.flat) this.rowDone();
-  }
-
-  protected writeValues(out: ByteSink): number {
-    out.bytes(this.vals.buf, 0, this.vals.length);
-    return Encoding.PLAIN;
+    this.valueWritten(start);
   }
 
   protected override minMax(): [Uint8Array, Uint8Array] | undefined {
@@ -318,9 +447,9 @@ export class Int64Column extends ColumnWriter {
 
   append(hi: number, lo: number): void {
     const s = this.vals;
-    if (s.length + 8 > s.buf.length) s.ensure(8);
-    const b = s.buf;
     const o = s.length;
+    if (o + 8 > s.buf.length) s.ensure(8);
+    const b = s.buf;
     b[o] = lo;
     b[o + 1] = lo >>> 8;
     b[o + 2] = lo >>> 16;
@@ -341,13 +470,7 @@ export class Int64Column extends ColumnWriter {
       this.maxHi = hi;
       this.maxLo = lo;
     }
-    this.level(this.maxDef);
-    if (this.flat) this.rowDone();
-  }
-
-  protected writeValues(out: ByteSink): number {
-    out.bytes(this.vals.buf, 0, this.vals.length);
-    return Encoding.PLAIN;
+    this.valueWritten(o);
   }
 
   protected override minMax(): [Uint8Array, Uint8Array] | undefined {
@@ -373,32 +496,26 @@ export class FloatingColumn extends ColumnWriter {
   appendBE(src: Uint8Array, off: number): void {
     const s = this.vals;
     const w = this.width;
-    if (s.length + w > s.buf.length) s.ensure(w);
-    const b = s.buf;
     const o = s.length;
+    if (o + w > s.buf.length) s.ensure(w);
+    const b = s.buf;
     for (let i = 0; i < w; i++) b[o + i] = src[off + w - 1 - i];
     s.length = o + w;
-    this.level(this.maxDef);
-    if (this.flat) this.rowDone();
-  }
-
-  protected writeValues(out: ByteSink): number {
-    out.bytes(this.vals.buf, 0, this.vals.length);
-    return Encoding.PLAIN;
+    this.valueWritten(o);
   }
 }
 
-/** BOOLEAN values. */
+/** BOOLEAN values, bit-packed; never dictionary-encoded. */
 export class BooleanColumn extends ColumnWriter {
   private bits = new Uint8Array(MAX_PAGE_LEVELS);
   private count = 0;
 
+  constructor(spec: ColumnSpec, options: ColumnOptions) {
+    super(spec, options, false);
+  }
+
   append(v: boolean): void {
-    if (this.count === this.bits.length) {
-      const next = new Uint8Array(this.bits.length * 2);
-      next.set(this.bits);
-      this.bits = next;
-    }
+    if (this.count === this.bits.length) this.bits = grow8(this.bits);
     this.bits[this.count++] = v ? 1 : 0;
     this.level(this.maxDef);
     if (this.flat) this.rowDone();
@@ -408,7 +525,7 @@ export class BooleanColumn extends ColumnWriter {
     return this.count >> 3;
   }
 
-  protected writeValues(out: ByteSink): number {
+  protected override writeValues(out: ByteSink): number {
     writePlainBooleans(out, this.bits, this.count);
     this.count = 0;
     return Encoding.PLAIN;
@@ -418,70 +535,39 @@ export class BooleanColumn extends ColumnWriter {
 /** FIXED_LEN_BYTE_ARRAY values: uuid, decimals wider than 18 digits. */
 export class FixedColumn extends ColumnWriter {
   append(src: Uint8Array, off: number): void {
-    const n = this.spec.typeLength ?? 0;
-    this.vals.bytes(src, off, off + n);
-    this.level(this.maxDef);
-    if (this.flat) this.rowDone();
-  }
-
-  protected writeValues(out: ByteSink): number {
-    out.bytes(this.vals.buf, 0, this.vals.length);
-    return Encoding.PLAIN;
+    const start = this.vals.length;
+    this.vals.bytes(src, off, off + (this.spec.typeLength ?? 0));
+    this.valueWritten(start);
   }
 }
 
-/**
- * BYTE_ARRAY values (text, json, bytea, enums). Dictionary-encoded while the dictionary stays
- * under its size limit; past it the rest of the row group is PLAIN, and later row groups start
- * PLAIN too, because a column that overflowed once (names, ids, free text) will again.
- */
+/** BYTE_ARRAY values (text, json, bytea): PLAIN is a 4-byte length, then the bytes. */
 export class ByteArrayColumn extends ColumnWriter {
-  private dict: ByteDictionary | undefined;
-  private indices = new Int32Array(MAX_PAGE_LEVELS);
-  private indexCount = 0;
-  /** Page bytes the dictionary-encoded values would take as PLAIN: decides when a page is full. */
-  private plainEquivalent = 0;
-  private dictionaryUseful: boolean;
-  private dictInChunk: ByteDictionary | undefined;
-  private abandonAtRowEnd = false;
-
   constructor(spec: ColumnSpec, options: ColumnOptions) {
-    super(spec, options);
-    this.dictionaryUseful = options.dictionary;
-    if (this.dictionaryUseful) this.dict = new ByteDictionary();
+    super(spec, options, options.dictionary, 4);
   }
 
   append(src: Uint8Array, off: number, len: number): void {
-    const dict = this.dict;
-    if (dict) {
-      const index = dict.add(src, off, len);
-      this.indices[this.indexCount++] = index;
-      this.plainEquivalent += len + 4;
-      this.level(this.maxDef);
-      if (dict.bytes > this.options.dictionaryBytes) {
-        // A list is finished first: pages start where rows start.
-        if (this.flat) this.abandonDictionary();
-        else this.abandonAtRowEnd = true;
-      } else if (this.flat) this.rowDone();
+    if (this.dictionaryOnly) {
+      this.dictionaryValue(src, off, len, len + 4);
       return;
     }
     const s = this.vals;
-    if (s.length + len + 4 > s.buf.length) s.ensure(len + 4);
+    const start = s.length;
+    if (start + len + 4 > s.buf.length) s.ensure(len + 4);
     const b = s.buf;
-    let o = s.length;
-    b[o] = len;
-    b[o + 1] = len >>> 8;
-    b[o + 2] = len >>> 16;
-    b[o + 3] = len >>> 24;
-    o += 4;
+    b[start] = len;
+    b[start + 1] = len >>> 8;
+    b[start + 2] = len >>> 16;
+    b[start + 3] = len >>> 24;
+    const o = start + 4;
     if (len < 48) {
       for (let i = 0; i < len; i++) b[o + i] = src[off + i];
     } else {
       b.set(src.subarray(off, off + len), o);
     }
     s.length = o + len;
-    this.level(this.maxDef);
-    if (this.flat) this.rowDone();
+    this.valueWritten(start, 4);
   }
 
   /** Appends a JS string as UTF-8. */
@@ -489,103 +575,57 @@ export class ByteArrayColumn extends ColumnWriter {
     const bytes = Buffer.from(text, 'utf8');
     this.append(bytes, 0, bytes.length);
   }
-
-  override endList(): void {
-    if (this.abandonAtRowEnd) this.abandonDictionary();
-    else this.rowDone();
-  }
-
-  private abandonDictionary(): void {
-    // Values so far stay dictionary-encoded in pages already cut; the rest of the chunk is PLAIN.
-    this.abandonAtRowEnd = false;
-    this.flushPage();
-    this.dict = undefined;
-    this.dictionaryUseful = false;
-  }
-
-  protected override growIndices(capacity: number): void {
-    if (this.indices.length >= capacity) return;
-    const next = new Int32Array(capacity);
-    next.set(this.indices);
-    this.indices = next;
-  }
-
-  protected override pageBytes(): number {
-    return this.dict ? this.plainEquivalent : this.vals.length;
-  }
-
-  protected writeValues(out: ByteSink): number {
-    const dict = this.dict ?? this.dictInChunk;
-    if (this.indexCount > 0 && dict) {
-      this.dictInChunk = dict;
-      const width = Math.max(1, bitWidth(dict.count - 1));
-      out.byte(width);
-      writeHybrid(out, this.indices, this.indexCount, width);
-      this.indexCount = 0;
-      this.plainEquivalent = 0;
-      return Encoding.RLE_DICTIONARY;
-    }
-    out.bytes(this.vals.buf, 0, this.vals.length);
-    return Encoding.PLAIN;
-  }
-
-  protected override takeDictionary(): { body: Buffer; count: number } | undefined {
-    const dict = this.dictInChunk;
-    this.dictInChunk = undefined;
-    if (this.dictionaryUseful) this.dict = new ByteDictionary();
-    if (!dict) return undefined;
-    return { body: dict.data.view(), count: dict.count };
-  }
 }
 
 /**
- * An insertion-ordered set of byte strings with an open-addressing hash table; entries are kept
- * PLAIN-encoded (4-byte length + bytes), which is exactly the dictionary page body.
+ * An insertion-ordered set of values with an open-addressing hash table. Entries are kept in
+ * PLAIN form back to back (with a 4-byte length before each when `lengthPrefix` is 4), which is
+ * exactly the dictionary page body; values are hashed and compared without the prefix.
  */
 export class ByteDictionary {
   readonly data = new ByteSink(64 * 1024);
   count = 0;
-  private offsets = new Int32Array(1024);
+  private readonly lengthPrefix: number;
+  /** Where entry i's value bytes start, and how long they are. */
+  private starts = new Int32Array(1024);
+  private lengths = new Int32Array(1024);
+  private hashes = new Int32Array(1024);
   private table = new Int32Array(2048);
   private mask = 2047;
+
+  constructor(lengthPrefix = 0) {
+    this.lengthPrefix = lengthPrefix;
+  }
 
   /** Bytes of the dictionary page body. */
   get bytes(): number {
     return this.data.length;
   }
 
-  /** Returns the index of the bytes src[off..off+len), adding them when new. */
-  add(src: Uint8Array, off: number, len: number): number {
-    let h = 0x811c9dc5 ^ len;
-    for (let i = 0; i < len; i++) h = Math.imul(h ^ src[off + i], 0x01000193);
-    h ^= h >>> 15;
+  /** Returns the index of the value b[off, off+len), adding it when new. */
+  add(b: Uint8Array, off: number, len: number): number {
+    const h = hashBytes(b, off, off + len);
     const data = this.data.buf;
     let slot = h & this.mask;
     for (;;) {
       const entry = this.table[slot];
       if (entry === 0) break;
-      const at = this.offsets[entry - 1];
-      if (data.readUInt32LE(at) === len) {
-        let same = true;
-        for (let i = 0; i < len; i++) {
-          if (data[at + 4 + i] !== src[off + i]) {
-            same = false;
-            break;
-          }
-        }
-        if (same) return entry - 1;
-      }
+      const i = entry - 1;
+      if (this.hashes[i] === h && this.lengths[i] === len && sameBytes(data, this.starts[i], b, off, len))
+        return i;
       slot = (slot + 1) & this.mask;
     }
     const index = this.count++;
-    if (index === this.offsets.length) {
-      const next = new Int32Array(this.offsets.length * 2);
-      next.set(this.offsets);
-      this.offsets = next;
+    if (index === this.starts.length) {
+      this.starts = grow32(this.starts);
+      this.lengths = grow32(this.lengths);
+      this.hashes = grow32(this.hashes);
     }
-    this.offsets[index] = this.data.length;
-    this.data.uint32(len);
-    this.data.bytes(src, off, off + len);
+    if (this.lengthPrefix) this.data.uint32(len);
+    this.starts[index] = this.data.length;
+    this.lengths[index] = len;
+    this.hashes[index] = h;
+    this.data.bytes(b, off, off + len);
     this.table[slot] = index + 1;
     if (this.count * 2 > this.mask) this.rehash();
     return index;
@@ -595,16 +635,30 @@ export class ByteDictionary {
     const size = (this.mask + 1) * 2;
     this.table = new Int32Array(size);
     this.mask = size - 1;
-    const data = this.data.buf;
     for (let index = 0; index < this.count; index++) {
-      const at = this.offsets[index];
-      const len = data.readUInt32LE(at);
-      let h = 0x811c9dc5 ^ len;
-      for (let i = 0; i < len; i++) h = Math.imul(h ^ data[at + 4 + i], 0x01000193);
-      h ^= h >>> 15;
-      let slot = h & this.mask;
+      let slot = this.hashes[index] & this.mask;
       while (this.table[slot] !== 0) slot = (slot + 1) & this.mask;
       this.table[slot] = index + 1;
     }
   }
+}
+
+/** A 32-bit hash of b[start, end), four bytes at a time (murmur3-style mixing). */
+function hashBytes(b: Uint8Array, start: number, end: number): number {
+  let h = Math.imul(end - start, 0x9e3779b1);
+  let i = start;
+  for (; i + 4 <= end; i += 4) {
+    const w = b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24);
+    h = Math.imul(h ^ Math.imul(w, 0xcc9e2d51), 0x1b873593);
+    h = (h << 13) | (h >>> 19);
+  }
+  for (; i < end; i++) h = Math.imul(h ^ b[i], 0x85ebca6b);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  return h ^ (h >>> 13);
+}
+
+function sameBytes(a: Uint8Array, ai: number, b: Uint8Array, bi: number, len: number): boolean {
+  for (let k = 0; k < len; k++) if (a[ai + k] !== b[bi + k]) return false;
+  return true;
 }

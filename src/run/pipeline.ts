@@ -19,7 +19,7 @@ import type { ColumnPlan } from '../source/types.js';
 import { type ClaimedCheckpoint, claimCheckpoint, commitCheckpoint } from '../state/checkpoint.js';
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
-import type { StagedFile, Warehouse } from '../warehouse/warehouse.js';
+import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
 import { newRunId, partFileName } from './layout.js';
 import { buildManifest, writeManifest } from './manifest.js';
 import { backfillWindows, planWindow } from './plan.js';
@@ -65,6 +65,9 @@ interface Facts {
   checkpointAfter: string[] | null;
   timings: Record<string, number>;
 }
+
+/** Part size when neither parquet.part_size_mb nor the warehouse says otherwise. */
+const DEFAULT_PART_MB = 256;
 
 /** Runs the request and returns one summary per window run (the last decides the exit code). */
 export async function executeRun(ctx: RunContext, request: RunRequest): Promise<RunSummary[]> {
@@ -170,6 +173,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
   const tempDir = join(config.temp_dir, `nightshift-${args.runId}`);
   let snapshot: Snapshot | undefined;
   let uploader: Uploader | undefined;
+  let session: LoadSession | undefined;
   let status: RunStatus = 'succeeded';
   try {
     const lap = timer(facts);
@@ -201,27 +205,48 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     const plans = await snapshot.planColumns(described, measured);
     lap('describe');
 
-    const count = startCount(snapshot, config, window, args.signal);
-    if (config.validation.max_rows !== undefined) {
-      facts.rowsSource = await count;
-      checkMaxRows(facts.rowsSource, config.validation.max_rows);
-    }
+    const count = await startCount(snapshot, config, window, args.signal);
     await mkdir(tempDir, { recursive: true, mode: 0o700 });
-    uploader = new Uploader({ store: args.store, job: config.job, runId: args.runId, signal: args.signal });
-    const atLeastOne = !incremental || config.warehouse.mode === 'replace';
-    facts.rowsWritten = await exportWindow(
-      ctx,
-      log,
-      snapshot,
-      plans,
+    const loadPlan: LoadPlan = {
+      job: config.job,
+      runId: args.runId,
+      table: config.warehouse.table,
+      mode: config.warehouse.mode,
+      columns: plans.map((p) => p.parquet),
       window,
+      key: config.source.key ?? [],
+      signal: args.signal,
+    };
+    // A warehouse that can load parts as they are staged starts its transaction now.
+    session = await args.warehouse.begin?.(loadPlan);
+    const loading = session;
+    uploader = new Uploader({
+      store: args.store,
+      job: config.job,
+      runId: args.runId,
+      signal: args.signal,
+      onStaged: loading && ((file) => loading.add([file])),
+    });
+    const atLeastOne = !incremental || config.warehouse.mode === 'replace';
+    const partMb = config.parquet.part_size_mb ?? args.warehouse.preferredPartMb ?? DEFAULT_PART_MB;
+    const exported = await exportWindow(ctx, log, snapshot, plans, window, {
       tempDir,
       uploader,
       count,
       atLeastOne,
-      args.signal,
-    );
-    facts.rowsSource = await count;
+      partBytes: partMb * 1024 * 1024,
+      signal: args.signal,
+    });
+    facts.rowsWritten = exported.rows;
+    facts.rowsSource = exported.copied;
+    if (count.exact) {
+      const counted = await count.total;
+      if (counted !== exported.copied) {
+        throw validationError(
+          `count(*) found ${counted} rows in the window but COPY sent ${exported.copied}`,
+        );
+      }
+    }
     facts.files = await uploader.finish();
     lap('export');
     await snapshot.close();
@@ -229,7 +254,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
 
     if (facts.rowsSource !== facts.rowsWritten) {
       throw validationError(
-        `the source snapshot counted ${facts.rowsSource} rows in the window but ${facts.rowsWritten} were written`,
+        `PostgreSQL sent ${facts.rowsSource} rows in the window but ${facts.rowsWritten} were written to Parquet`,
       );
     }
     if (facts.rowsSource < config.validation.min_rows) {
@@ -254,18 +279,10 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       { files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table },
       'loading',
     );
-    const loaded = await args.warehouse.load({
-      job: config.job,
-      runId: args.runId,
-      table: config.warehouse.table,
-      mode: config.warehouse.mode,
-      files: facts.files,
-      columns: plans.map((p) => p.parquet),
-      window,
-      key: config.source.key ?? [],
-      expectedRows: facts.rowsWritten,
-      signal: args.signal,
-    });
+    const loaded = session
+      ? await session.commit(facts.rowsWritten)
+      : await args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten });
+    session = undefined;
     facts.rowsLoaded = loaded.rowsLoaded;
     facts.rowsReplaced = loaded.rowsReplaced ?? null;
     lap('load');
@@ -296,6 +313,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     }
     snapshot?.destroy();
     if (uploader) facts.files = await uploader.settle();
+    await session?.abort().catch(() => undefined);
     return finish(ctx, args.request, facts, started, e, args.store.url);
   } finally {
     await snapshot?.close().catch(() => undefined);
@@ -313,34 +331,62 @@ function timer(facts: Facts): (stage: string) => void {
   };
 }
 
-/** Counts the window: on a second connection in parallel with COPY when the snapshot is exported. */
-function startCount(
+/** The window's row count as far as it is known before the export ends. */
+interface SourceCount {
+  /** Resolves to the exact count (when `exact`) or the planner's estimate (for the ETA). */
+  total: Promise<number>;
+  /** Whether `total` is a count(*) of the snapshot rather than an estimate. */
+  exact: boolean;
+}
+
+/**
+ * The source count is the row count PostgreSQL reports for the COPY itself. Before the COPY:
+ * validation.max_rows needs an exact count(*) first; validation.source_count: query runs one in
+ * parallel on a second connection in the same snapshot, as an independent check; otherwise the
+ * planner's estimate serves the ETA.
+ */
+async function startCount(
   snapshot: Snapshot,
   config: Config,
   window: Window,
   signal: AbortSignal,
-): Promise<number> {
-  const id = snapshot.snapshotId;
-  const count = id ? countInSnapshot(config.source, id, window) : snapshot.count(window);
-  // The result is awaited after the export; until then a failure must not go unhandled.
-  count.catch(() => undefined);
+): Promise<SourceCount> {
   signal.throwIfAborted();
-  return count;
+  if (config.validation.max_rows !== undefined) {
+    const n = await snapshot.count(window);
+    checkMaxRows(n, config.validation.max_rows);
+    return { total: Promise.resolve(n), exact: true };
+  }
+  if (config.validation.source_count === 'query') {
+    const id = snapshot.snapshotId;
+    const total = id ? countInSnapshot(config.source, id, window) : snapshot.count(window);
+    // Awaited after the export; until then a failure must not go unhandled.
+    total.catch(() => undefined);
+    if (!id) await total;
+    return { total, exact: true };
+  }
+  return { total: snapshot.estimate(window), exact: false };
 }
 
 /** Streams the window through the decoder into part files, uploading each as it closes. */
+interface ExportOptions {
+  tempDir: string;
+  uploader: Uploader;
+  count: SourceCount;
+  /** Write one (empty) part even when the window has no rows. */
+  atLeastOne: boolean;
+  partBytes: number;
+  signal: AbortSignal;
+}
+
 async function exportWindow(
   ctx: RunContext,
   log: Logger,
   snapshot: Snapshot,
   plans: readonly ColumnPlan[],
   window: Window,
-  tempDir: string,
-  uploader: Uploader,
-  count: Promise<number>,
-  atLeastOne: boolean,
-  signal: AbortSignal,
-): Promise<number> {
+  { tempDir, uploader, count, atLeastOne, partBytes, signal }: ExportOptions,
+): Promise<{ rows: number; copied: number }> {
   const p = ctx.config.parquet;
   const writer = new PartWriter({
     dir: tempDir,
@@ -348,7 +394,7 @@ async function exportWindow(
     columns: plans.map((plan) => plan.parquet),
     codec: p.compression,
     level: p.compression_level,
-    partBytes: p.part_size_mb * 1024 * 1024,
+    partBytes,
     rowGroupBytes: p.row_group_mb * 1024 * 1024,
     pageBytes: p.page_kb * 1024,
     dictionary: p.dictionary,
@@ -356,23 +402,24 @@ async function exportWindow(
   });
   const decoder = new CopyBinaryDecoder(plans, writer, ctx.config.source.infinity);
   const progress = new Progress(log, ctx.progress);
-  count.then(
-    (n) => progress.setTotal(n),
+  count.total.then(
+    (n) => progress.setTotal(n, count.exact),
     () => undefined,
   );
   const statement = await snapshot.copyStatement(plans, window);
   log.debug({ statement }, 'COPY');
   progress.start();
+  let copied: number;
   try {
-    for await (const chunk of snapshot.copy(statement, signal)) {
-      decoder.push(chunk);
-      const closed = writer.takeClosed();
-      if (closed.length) {
-        for (const part of closed) uploader.add(part);
-        await uploader.waitForRoom();
-      }
-      progress.update(writer.rows, decoder.bytes);
-    }
+    copied = await snapshot.copyInto(statement, (b, start, end) => decoder.decodeMessage(b, start, end), {
+      signal,
+      // After each socket read: hand closed parts to the uploader, and stop reading while it is full.
+      pauseWhile: () => {
+        for (const part of writer.takeClosed()) uploader.add(part);
+        progress.update(writer.rows, decoder.bytes);
+        return uploader.whenRoom();
+      },
+    });
     signal.throwIfAborted();
     decoder.finish();
     for (const part of writer.finish(atLeastOne)) uploader.add(part);
@@ -382,8 +429,8 @@ async function exportWindow(
   } finally {
     progress.stop();
   }
-  log.info({ rows: writer.rows, mb: Math.round(decoder.bytes / 1e6) }, 'export finished');
-  return writer.rows;
+  log.info({ rows: writer.rows, copied, mb: Math.round(decoder.bytes / 1e6) }, 'export finished');
+  return { rows: writer.rows, copied };
 }
 
 function finish(
@@ -410,6 +457,7 @@ function finish(
     files: facts.files.length,
     bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
     duration_ms: Date.now() - started,
+    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
     stage,
     warehouse: {
       type: ctx.config.warehouse.type,

@@ -16,6 +16,7 @@ export class Progress {
   private started = 0;
   private lastDraw = 0;
   private total: number | undefined;
+  private exact = true;
   private rows = 0;
   private bytes = 0;
   private drawn = false;
@@ -31,9 +32,10 @@ export class Progress {
     this.lastDraw = this.started;
   }
 
-  /** The number of rows the window holds, once the count arrives. */
-  setTotal(total: number): void {
+  /** The number of rows the window holds (or the planner's estimate of it), once known. */
+  setTotal(total: number, exact: boolean): void {
     this.total = total;
+    this.exact = exact;
   }
 
   /** Cheap enough to call for every COPY chunk: it draws only every so often. */
@@ -63,6 +65,7 @@ export class Progress {
         {
           rows: this.rows,
           rows_total: this.total ?? null,
+          rows_total_estimated: !this.exact,
           mb: Math.round(this.bytes / 1e6),
           mb_per_s: round1(f.mbPerSecond),
           rows_per_s: Math.round(f.rowsPerSecond),
@@ -73,7 +76,7 @@ export class Progress {
       return;
     }
     const pct = this.total ? ` ${((100 * this.rows) / Math.max(1, this.total)).toFixed(1)}%` : '';
-    const of = this.total ? ` / ${this.total.toLocaleString('en-US')}` : '';
+    const of = this.total ? ` / ${this.exact ? '' : '~'}${this.total.toLocaleString('en-US')}` : '';
     const eta = f.eta === undefined ? '' : `  ETA ${clock(f.eta)}`;
     const line = `  ${this.rows.toLocaleString('en-US')}${of} rows${pct}  ${f.mbPerSecond.toFixed(1)} MB/s  ${Math.round(f.rowsPerSecond / 1000)}k rows/s${eta}`;
     this.out.write(`\r\x1b[2K${line}`);

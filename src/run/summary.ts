@@ -32,6 +32,8 @@ export interface RunSummary {
   files: number;
   bytes: number;
   duration_ms: number;
+  /** Peak resident memory of the process so far, for sizing the pod's memory limit. */
+  peak_rss_mb: number;
   stage: string;
   warehouse: { type: string; table: string; mode: string };
   checkpoint: { before: string[] | null; after: string[] | null };

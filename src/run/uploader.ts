@@ -18,9 +18,9 @@ export class Uploader {
   private readonly inFlight = new Set<Promise<void>>();
   private readonly staged: StagedFile[] = [];
   private failure: unknown;
-  /** Milliseconds spent with at least one upload running. */
-  busyMs = 0;
-  private busySince = 0;
+  private readonly onStaged: ((file: StagedFile) => Promise<void>) | undefined;
+  /** Loads of staged files, one after another, in staging order. */
+  private loading: Promise<void> = Promise.resolve();
 
   constructor(options: {
     store: ObjectStore;
@@ -28,17 +28,19 @@ export class Uploader {
     runId: string;
     signal: AbortSignal;
     maxInFlight?: number;
+    /** Called with each file once staged (a warehouse that loads while the export runs). */
+    onStaged?: (file: StagedFile) => Promise<void>;
   }) {
     this.store = options.store;
+    this.onStaged = options.onStaged;
     this.job = options.job;
     this.runId = options.runId;
     this.signal = options.signal;
     this.maxInFlight = options.maxInFlight ?? 2;
   }
 
-  /** Starts uploading a closed part. */
+  /** Starts uploading a closed part; once staged, it is handed to `onStaged`. */
   add(part: PartFile): void {
-    if (this.inFlight.size === 0) this.busySince = Date.now();
     const key = partKey(this.job, this.runId, part.index);
     const task = this.store
       .putFile(key, part.path, {
@@ -49,12 +51,18 @@ export class Uploader {
       })
       .then(async () => {
         await rm(part.path, { force: true });
-        this.staged.push({
+        const file = {
           key,
           url: this.store.urlOf(key),
           rows: part.rows,
           bytes: part.bytes,
           sha256: part.sha256,
+        };
+        this.staged.push(file);
+        const onStaged = this.onStaged;
+        if (onStaged) this.loading = this.loading.then(() => (this.failure ? undefined : onStaged(file)));
+        this.loading.catch((err: unknown) => {
+          this.failure ??= err;
         });
       })
       .catch((err: unknown) => {
@@ -62,20 +70,24 @@ export class Uploader {
       })
       .finally(() => {
         this.inFlight.delete(task);
-        if (this.inFlight.size === 0) this.busyMs += Date.now() - this.busySince;
       });
     this.inFlight.add(task);
   }
 
-  /** Waits until fewer than the maximum uploads run; rethrows the first upload failure. */
-  async waitForRoom(): Promise<void> {
-    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
-    if (this.failure) throw this.failure;
+  /** A promise to wait on while the queue is full (undefined when there is room); rethrows upload failures. */
+  whenRoom(): Promise<void> | undefined {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.inFlight.size < this.maxInFlight) return undefined;
+    return (async () => {
+      while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
+      if (this.failure) throw this.failure;
+    })();
   }
 
-  /** Waits for every upload; returns the staged files in part order. */
+  /** Waits for every upload (and load of a staged file); returns the staged files in part order. */
   async finish(): Promise<StagedFile[]> {
     while (this.inFlight.size) await Promise.race(this.inFlight);
+    await this.loading.catch(() => undefined);
     if (this.failure) throw this.failure;
     return [...this.staged].sort((a, b) => a.key.localeCompare(b.key));
   }
@@ -83,6 +95,7 @@ export class Uploader {
   /** Waits for running uploads to settle (they abort on the signal) and forgets failures. */
   async settle(): Promise<StagedFile[]> {
     while (this.inFlight.size) await Promise.race(this.inFlight);
+    await this.loading.catch(() => undefined);
     return [...this.staged];
   }
 }

@@ -49,7 +49,6 @@ export class CopyBinaryDecoder {
   private readonly nulls: DecodeNull[];
   private readonly writer: PartWriter;
   private readonly columnCount: number;
-  private carry: Buffer | undefined;
   private headerDone = false;
   private trailerSeen = false;
   /** Bytes of COPY data received. */
@@ -78,90 +77,51 @@ export class CopyBinaryDecoder {
     return this.trailerSeen;
   }
 
-  /** Decodes every complete row in `chunk`; keeps a partial row for the next chunk. */
-  push(chunk: Buffer): void {
-    this.bytes += chunk.length;
-    let start = 0;
-    if (this.carry) {
-      // Complete the pending row from the head of this chunk, copying only what it needs.
-      const carry = this.carry;
-      let take = Math.min(chunk.length, Math.max(8192, carry.length));
-      for (;;) {
-        const joined = Buffer.concat([carry, chunk.subarray(0, take)]);
-        const end = this.consumeOne(joined, 0);
-        if (end >= 0) {
-          start = end - carry.length;
-          this.carry = undefined;
-          break;
-        }
-        if (take === chunk.length) {
-          this.carry = joined;
-          return;
-        }
-        take = Math.min(chunk.length, take * 4);
-      }
-    }
-    let pos = start;
-    for (;;) {
-      if (this.trailerSeen) return;
-      const end = this.consumeOne(chunk, pos);
-      if (end < 0) break;
-      pos = end;
-    }
-    if (pos < chunk.length) this.carry = Buffer.from(chunk.subarray(pos));
-  }
-
-  /** Decodes the header, one row or the trailer at `pos`; returns the end offset or -1. */
-  private consumeOne(b: Buffer, pos: number): number {
-    const len = b.length;
-    if (!this.headerDone) {
-      if (len - pos < 19) return -1;
-      if (!b.subarray(pos, pos + 11).equals(SIGNATURE))
-        throw new Error('COPY data does not start with the binary signature');
-      const extension = uint32At(b, pos + 15);
-      if (len - pos < 19 + extension) return -1;
-      this.headerDone = true;
-      return pos + 19 + extension;
-    }
-    if (len - pos < 2) return -1;
-    const fields = int16At(b, pos);
-    if (fields === -1) {
-      this.trailerSeen = true;
-      return pos + 2;
-    }
-    if (fields !== this.columnCount) {
-      throw new Error(`COPY row has ${fields} fields, expected ${this.columnCount}`);
-    }
-    // First make sure the whole row is here, then decode it.
-    let p = pos + 2;
-    for (let f = 0; f < fields; f++) {
-      if (p + 4 > len) return -1;
-      const l = int32At(b, p);
-      p += 4;
-      if (l > 0) {
-        p += l;
-        if (p > len) return -1;
-      }
-    }
-    p = pos + 2;
+  /**
+   * Decodes one CopyData message, b[start, end). PostgreSQL sends one row per message in
+   * copy-out (the header rides with the first row, the trailer comes alone), so rows are decoded
+   * in place without scanning ahead; a row that runs past its message is a protocol error.
+   */
+  decodeMessage(b: Buffer, start: number, end: number): void {
+    this.bytes += end - start;
+    let p = start;
+    if (!this.headerDone) p = this.header(b, p, end);
     const decoders = this.decoders;
     const nulls = this.nulls;
-    for (let f = 0; f < fields; f++) {
-      const l = int32At(b, p);
-      p += 4;
-      if (l < 0) nulls[f]();
-      else {
-        decoders[f](b, p, l);
-        p += l;
+    const fields = this.columnCount;
+    while (p < end) {
+      const n = int16At(b, p);
+      p += 2;
+      if (n === -1) {
+        this.trailerSeen = true;
+        continue;
       }
+      if (n !== fields) throw new Error(`COPY row has ${n} fields, expected ${fields}`);
+      for (let f = 0; f < fields; f++) {
+        const l = int32At(b, p);
+        p += 4;
+        if (l < 0) nulls[f]();
+        else {
+          decoders[f](b, p, l);
+          p += l;
+        }
+      }
+      if (p > end) throw new Error('a COPY row runs past the end of its CopyData message');
+      this.writer.endRow();
     }
-    this.writer.endRow();
-    return p;
+  }
+
+  private header(b: Buffer, p: number, end: number): number {
+    if (end - p < 19 || !b.subarray(p, p + 11).equals(SIGNATURE)) {
+      throw new Error('COPY data does not start with the binary format signature');
+    }
+    this.headerDone = true;
+    return p + 19 + uint32At(b, p + 15);
   }
 
   /** Checks that the stream ended where COPY data ends. */
   finish(): void {
-    if (!this.trailerSeen || this.carry) {
+    if (!this.trailerSeen) {
       throw new NightshiftError(
         'transient',
         'COPY stream ended before its trailer: the connection was cut mid-export',

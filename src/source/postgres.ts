@@ -5,10 +5,10 @@
  * itself quotes them with format('%L')).
  */
 import pg from 'pg';
-import copyStreams from 'pg-copy-streams';
 import type { SourceConfig } from '../config/schema.js';
 import { configError, toNightshiftError, validationError } from '../errors.js';
 import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../run/window.js';
+import { type CopyDataSink, type CopyOutOptions, copyOut } from './copy-out.js';
 import {
   type ColumnPlan,
   chooseExpr,
@@ -271,6 +271,17 @@ export class Snapshot {
     return Number(r.rows[0].n);
   }
 
+  /** The planner's estimate of the window's rows (for an ETA; never for validation). */
+  async estimate(window: Window): Promise<number> {
+    const params: unknown[] = [];
+    const where = windowPredicate(window, pgParams(window, params));
+    const r = await this.client.query<{ 'QUERY PLAN': { Plan: { 'Plan Rows': number } }[] }>(
+      `EXPLAIN (FORMAT JSON) SELECT 1 FROM ${this.relation} WHERE ${where}`,
+      params,
+    );
+    return Math.round(r.rows[0]['QUERY PLAN'][0].Plan['Plan Rows']);
+  }
+
   /** Precision and scale of unconstrained numeric columns in the window. */
   async measureNumerics(
     columns: readonly DescribedColumn[],
@@ -351,17 +362,9 @@ export class Snapshot {
     return r.rows[0].sql;
   }
 
-  /** Streams the COPY data of the window; the stream is destroyed if the consumer stops early. */
-  async *copy(statement: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
-    const stream = this.client.query(copyStreams.to(statement, { highWaterMark: 1 << 20 }));
-    const onAbort = () => stream.destroy(new Error('export stopped'));
-    signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      for await (const chunk of stream) yield chunk as Buffer;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
-      if (!stream.destroyed) stream.destroy();
-    }
+  /** Runs the window's COPY, feeding each CopyData message to `sink`; resolves with PostgreSQL's row count. */
+  copyInto(statement: string, sink: CopyDataSink, options: CopyOutOptions = {}): Promise<number> {
+    return copyOut(this.client, statement, sink, options);
   }
 
   /** Ends the snapshot and the connection. */

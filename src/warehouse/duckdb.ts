@@ -10,7 +10,7 @@ import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node
 import { configError, NightshiftError, validationError } from '../errors.js';
 import { type Window, windowPredicate } from '../run/window.js';
 import type { ObjectStore } from '../store/store.js';
-import type { LoadRequest, LoadResult, Warehouse } from './warehouse.js';
+import type { LoadPlan, LoadRequest, LoadResult, LoadSession, StagedFile, Warehouse } from './warehouse.js';
 
 export interface DuckDbOptions {
   path: string;
@@ -35,6 +35,8 @@ function splitTable(table: string): { schema: string; name: string; sql: string 
 
 export class DuckDbWarehouse implements Warehouse {
   readonly kind = 'duckdb';
+  /** Small parts, so that loading starts while the export is still running. */
+  readonly preferredPartMb = 32;
   private readonly options: DuckDbOptions;
   private readonly store: ObjectStore;
   private instance: DuckDBInstance | undefined;
@@ -42,6 +44,11 @@ export class DuckDbWarehouse implements Warehouse {
   constructor(options: DuckDbOptions, store: ObjectStore) {
     this.options = options;
     this.store = store;
+  }
+
+  /** Whether staged files are read in place (a local stage) rather than downloaded. */
+  get isLocal(): boolean {
+    return this.store.localPath !== undefined;
   }
 
   private async connect(): Promise<DuckDBConnection> {
@@ -53,6 +60,9 @@ export class DuckDbWarehouse implements Warehouse {
           memory_limit: `${this.options.memoryLimitMb}MB`,
           threads: String(this.options.threads),
           autoinstall_known_extensions: 'false',
+          // Row order inside a load does not matter to a table, and without it DuckDB inserts in
+          // parallel within a small memory limit.
+          preserve_insertion_order: 'false',
           temp_directory: join(this.options.tempDir, 'duckdb-spill'),
         });
       } catch (err) {
@@ -76,77 +86,49 @@ export class DuckDbWarehouse implements Warehouse {
     return con;
   }
 
-  /** Local paths of the files; a remote stage's files are downloaded first. */
-  private async localFiles(request: LoadRequest): Promise<{ paths: string[]; cleanup: () => Promise<void> }> {
+  /** Local paths of the files; a remote stage's files are downloaded first (into `dir`). */
+  async localFiles(files: readonly StagedFile[], dir: string, signal?: AbortSignal): Promise<string[]> {
     const local = this.store.localPath?.bind(this.store);
-    if (local) return { paths: request.files.map((f) => local(f.key)), cleanup: async () => {} };
-    const dir = join(this.options.tempDir, `load-${request.runId}`);
+    if (local) return files.map((f) => local(f.key));
     await mkdir(dir, { recursive: true });
     const paths: string[] = [];
-    for (const [i, file] of request.files.entries()) {
-      request.signal?.throwIfAborted();
-      const path = join(dir, `part-${String(i).padStart(5, '0')}.parquet`);
+    for (const file of files) {
+      signal?.throwIfAborted();
+      const path = join(dir, file.key.replaceAll('/', '_'));
       await this.store.download(file.key, path);
       paths.push(path);
     }
-    return { paths, cleanup: () => rm(dir, { recursive: true, force: true }) };
+    return paths;
   }
 
   async load(request: LoadRequest): Promise<LoadResult> {
-    const table = splitTable(request.table);
-    const { paths, cleanup } = await this.localFiles(request);
+    const session = await this.begin(request);
+    try {
+      await session.add(request.files);
+    } catch (err) {
+      await session.abort();
+      throw err;
+    }
+    return session.commit(request.expectedRows);
+  }
+
+  async begin(plan: LoadPlan): Promise<LoadSession> {
+    return new DuckDbLoadSession(this, plan, join(this.options.tempDir, `load-${plan.runId}`));
+  }
+
+  /** A connection with an open transaction (the load session's). */
+  async transaction(table: string): Promise<DuckDBConnection> {
     const con = await this.connect();
-    const files = `[${paths.map(literal).join(', ')}]`;
-    const source = `read_parquet(${files})`;
-    const onAbort = () => con.interrupt();
-    request.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await con.run('BEGIN TRANSACTION');
-      await con.run(`CREATE SCHEMA IF NOT EXISTS ${quote(table.schema)}`);
-      let replaced = 0;
-      if (request.mode === 'replace') {
-        replaced = (await this.tableExists(con, table))
-          ? await scalar(con, `SELECT count(*) FROM ${table.sql}`)
-          : 0;
-        await con.run(`CREATE OR REPLACE TABLE ${table.sql} AS SELECT * FROM ${source} LIMIT 0`);
-      } else if (!(await this.tableExists(con, table))) {
-        await con.run(`CREATE TABLE ${table.sql} AS SELECT * FROM ${source} LIMIT 0`);
-      } else if (request.mode === 'append') {
-        const { sql, values } = await this.predicate(con, table, request.window);
-        replaced = await scalar(con, `DELETE FROM ${table.sql} WHERE ${sql}`, values);
-      } else {
-        const keys = request.key.map(quote);
-        const join = keys.map((k) => `${table.sql}.${k} = s.${k}`).join(' AND ');
-        replaced = await scalar(
-          con,
-          `DELETE FROM ${table.sql} USING (SELECT DISTINCT ${keys.join(', ')} FROM ${source}) AS s WHERE ${join}`,
-        );
-      }
-      const inserted = await scalar(con, `INSERT INTO ${table.sql} BY NAME SELECT * FROM ${source}`);
-      if (inserted !== request.expectedRows) {
-        await con.run('ROLLBACK');
-        throw validationError(
-          `DuckDB inserted ${inserted} rows but the files hold ${request.expectedRows}; the load was rolled back`,
-        );
-      }
-      await con.run('COMMIT');
-      return { rowsLoaded: inserted, rowsReplaced: replaced };
+      return con;
     } catch (err) {
-      await con.run('ROLLBACK').catch(() => undefined);
-      if (request.signal?.aborted)
-        throw new NightshiftError('terminated', 'the DuckDB load was interrupted', { cause: err });
-      throw translate(err, request.table);
-    } finally {
-      request.signal?.removeEventListener('abort', onAbort);
       con.closeSync();
-      await cleanup();
+      throw translate(err, table);
     }
   }
 
-  private async tableExists(
-    con: DuckDBConnection,
-    table: { schema: string; name: string },
-  ): Promise<boolean> {
+  async tableExists(con: DuckDBConnection, table: { schema: string; name: string }): Promise<boolean> {
     const n = await scalar(
       con,
       'SELECT count(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2',
@@ -156,7 +138,7 @@ export class DuckDbWarehouse implements Warehouse {
   }
 
   /** The window predicate with each bound cast to the table's own column type. */
-  private async predicate(
+  async predicate(
     con: DuckDBConnection,
     table: { schema: string; name: string },
     window: Window,
@@ -220,6 +202,112 @@ export class DuckDbWarehouse implements Warehouse {
   async close(): Promise<void> {
     this.instance?.closeSync();
     this.instance = undefined;
+  }
+}
+
+/**
+ * One DuckDB transaction that takes parts as they are staged. The table is created from the first
+ * file's Parquet schema; the window (append) or the whole table (replace) is cleared at the first
+ * file, and merge removes the keys of each file before inserting it. Nothing is visible before
+ * commit, which checks the inserted count first.
+ */
+class DuckDbLoadSession implements LoadSession {
+  private con: DuckDBConnection | undefined;
+  private tableIsNew = false;
+  private inserted = 0;
+  private replaced = 0;
+  private closed = false;
+  private readonly table: ReturnType<typeof splitTable>;
+  private readonly onAbort = () => this.con?.interrupt();
+
+  constructor(
+    private readonly warehouse: DuckDbWarehouse,
+    private readonly plan: LoadPlan,
+    private readonly downloads: string,
+  ) {
+    this.table = splitTable(plan.table);
+    plan.signal?.addEventListener('abort', this.onAbort, { once: true });
+  }
+
+  /** Opens the transaction at the first file, so a run that stages nothing never touches the file. */
+  private async prepare(firstFile: string): Promise<DuckDBConnection> {
+    const con = await this.warehouse.transaction(this.plan.table);
+    this.con = con;
+    const { table, plan } = this;
+    const source = `read_parquet(${literal(firstFile)})`;
+    await con.run(`CREATE SCHEMA IF NOT EXISTS ${quote(table.schema)}`);
+    const exists = await this.warehouse.tableExists(con, table);
+    if (plan.mode === 'replace') {
+      this.replaced = exists ? await scalar(con, `SELECT count(*) FROM ${table.sql}`) : 0;
+      await con.run(`CREATE OR REPLACE TABLE ${table.sql} AS SELECT * FROM ${source} LIMIT 0`);
+      this.tableIsNew = true;
+    } else if (!exists) {
+      await con.run(`CREATE TABLE ${table.sql} AS SELECT * FROM ${source} LIMIT 0`);
+      this.tableIsNew = true;
+    } else if (plan.mode === 'append') {
+      const { sql, values } = await this.warehouse.predicate(con, table, plan.window);
+      this.replaced = await scalar(con, `DELETE FROM ${table.sql} WHERE ${sql}`, values);
+    }
+    return con;
+  }
+
+  async add(files: readonly StagedFile[]): Promise<void> {
+    if (!files.length) return;
+    try {
+      const paths = await this.warehouse.localFiles(files, this.downloads, this.plan.signal);
+      const con = this.con ?? (await this.prepare(paths[0]));
+      const source = `read_parquet([${paths.map(literal).join(', ')}])`;
+      if (this.plan.mode === 'merge' && !this.tableIsNew) {
+        const keys = this.plan.key.map(quote);
+        const on = keys.map((k) => `${this.table.sql}.${k} = s.${k}`).join(' AND ');
+        this.replaced += await scalar(
+          con,
+          `DELETE FROM ${this.table.sql} USING (SELECT DISTINCT ${keys.join(', ')} FROM ${source}) AS s WHERE ${on}`,
+        );
+      }
+      this.inserted += await scalar(con, `INSERT INTO ${this.table.sql} BY NAME SELECT * FROM ${source}`);
+    } catch (err) {
+      throw this.explain(err);
+    } finally {
+      if (!this.warehouse.isLocal) await rm(this.downloads, { recursive: true, force: true });
+    }
+  }
+
+  async commit(expectedRows: number): Promise<LoadResult> {
+    try {
+      if (this.inserted !== expectedRows) {
+        throw validationError(
+          `DuckDB inserted ${this.inserted} rows but the files hold ${expectedRows}; the load was rolled back`,
+        );
+      }
+      await this.con?.run('COMMIT');
+      return { rowsLoaded: this.inserted, rowsReplaced: this.replaced };
+    } catch (err) {
+      await this.abort();
+      throw this.explain(err);
+    } finally {
+      this.close();
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    await this.con?.run('ROLLBACK').catch(() => undefined);
+    this.close();
+  }
+
+  private close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.plan.signal?.removeEventListener('abort', this.onAbort);
+    this.con?.closeSync();
+  }
+
+  private explain(err: unknown): Error {
+    if (this.plan.signal?.aborted && !(err instanceof NightshiftError)) {
+      return new NightshiftError('terminated', 'the DuckDB load was interrupted', { cause: err });
+    }
+    return translate(err, this.plan.table);
   }
 }
 

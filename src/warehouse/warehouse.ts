@@ -47,12 +47,34 @@ export interface LoadResult {
   readonly loadId?: string;
 }
 
+/** What a load is about before its files are known: for loads that start while the export runs. */
+export type LoadPlan = Omit<LoadRequest, 'files' | 'expectedRows'>;
+
+/** A load whose transaction stays open while files are added; nothing is visible before commit. */
+export interface LoadSession {
+  /** Loads more staged files into the open transaction. */
+  add(files: readonly StagedFile[]): Promise<void>;
+  /** Compares the rows loaded with `expectedRows`, then commits, or rolls back and throws (exit 3). */
+  commit(expectedRows: number): Promise<LoadResult>;
+  /** Rolls back everything added. */
+  abort(): Promise<void>;
+}
+
 export interface Warehouse {
   /** Backend name for logs and the summary. */
   readonly kind: string;
 
+  /** Part file size (MB) this warehouse loads best, used when parquet.part_size_mb is not set. */
+  readonly preferredPartMb?: number;
+
   /** Loads the request's files into its table in one transaction. */
   load(request: LoadRequest): Promise<LoadResult>;
+
+  /**
+   * Starts a load that takes each part as soon as it is staged, so loading overlaps the export.
+   * Warehouses whose bulk load takes the whole file list at once leave this out.
+   */
+  begin?(plan: LoadPlan): Promise<LoadSession>;
 
   /** Rows the table holds in a window (validation and tests); undefined if the table is missing. */
   countWindow?(table: string, window: Window): Promise<number | undefined>;

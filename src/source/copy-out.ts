@@ -1,0 +1,194 @@
+/**
+ * COPY ... TO STDOUT on a `pg` connection, handing each CopyData payload to a synchronous sink as
+ * (buffer, start, end) inside the socket's own chunk: no per-row Buffer, no concatenation. Only a
+ * message that straddles two socket reads is copied. The same attach/detach handshake as
+ * pg-copy-streams: the socket is taken from pg while CopyData flows and given back for the
+ * CommandComplete and ReadyForQuery that end the query (and for any ErrorResponse).
+ * Protocol: https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-COPY
+ */
+import type { Readable } from 'node:stream';
+import type pg from 'pg';
+
+/** Receives the bytes of one CopyData message: b[start, end). */
+export type CopyDataSink = (b: Buffer, start: number, end: number) => void;
+
+export interface CopyOutOptions {
+  /** Called after each socket chunk; a returned promise pauses reading until it settles. */
+  pauseWhile?: () => Promise<void> | undefined;
+  /** Cuts the connection when it fires. */
+  signal?: AbortSignal;
+}
+
+const COPY_DATA = 0x64; // 'd'
+const COPY_DONE = 0x63; // 'c'
+const ERROR_RESPONSE = 0x45; // 'E'
+/** What may arrive while copying out: CopyOutResponse, CopyData, CopyDone, Notice, ParameterStatus, Notification. */
+const COPY_MESSAGES = new Set([0x48, COPY_DATA, COPY_DONE, 0x4e, 0x53, 0x41]);
+
+interface Connection {
+  stream: Readable;
+  query(text: string): void;
+}
+
+class CopyOutQuery {
+  readonly text: string;
+  rowCount = 0;
+  private connection: Connection | undefined;
+  private pgHandler: ((chunk: Buffer) => void) | undefined;
+  /** Bytes of a message that straddles socket reads. */
+  private pending: Buffer | undefined;
+  private reading = false;
+  private paused = false;
+  private detached = false;
+  private readonly onReadable = () => this.pump();
+  private settle: { resolve: (rows: number) => void; reject: (err: Error) => void } | undefined;
+  private failure: Error | undefined;
+
+  constructor(
+    text: string,
+    private readonly sink: CopyDataSink,
+    private readonly options: CopyOutOptions,
+  ) {
+    this.text = text;
+  }
+
+  /** Resolves with the row count of the CommandComplete tag. */
+  run(client: pg.Client): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.settle = { resolve, reject };
+      client.query(this as unknown as pg.Submittable);
+    });
+  }
+
+  /** Called by pg when this query's turn comes. */
+  submit(connection: Connection): void {
+    this.connection = connection;
+    const stream = connection.stream;
+    const handlers = stream.listeners('data') as ((chunk: Buffer) => void)[];
+    if (handlers.length !== 1)
+      throw new Error('unexpected pg connection state: the socket has no single data handler');
+    this.pgHandler = handlers[0];
+    stream.removeListener('data', this.pgHandler);
+    stream.pause();
+    stream.on('readable', this.onReadable);
+    connection.query(this.text);
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.reading || this.paused || this.detached || !this.connection) return;
+    this.reading = true;
+    try {
+      const stream = this.connection.stream;
+      while (!this.detached && !this.paused) {
+        const chunk = stream.read() as Buffer | null;
+        if (chunk === null) break;
+        this.parse(chunk);
+        if (!this.detached) this.maybePause();
+      }
+    } catch (err) {
+      this.fail(err as Error);
+    } finally {
+      this.reading = false;
+    }
+  }
+
+  private maybePause(): void {
+    const wait = this.options.pauseWhile?.();
+    if (!wait) return;
+    this.paused = true;
+    wait.then(
+      () => {
+        this.paused = false;
+        this.pump();
+      },
+      (err: Error) => this.fail(err),
+    );
+  }
+
+  private parse(input: Buffer): void {
+    let b = input;
+    if (this.pending) {
+      b = Buffer.concat([this.pending, input]);
+      this.pending = undefined;
+    }
+    let pos = 0;
+    const len = b.length;
+    while (pos < len) {
+      if (len - pos < 5) break;
+      const code = b[pos];
+      if (code === ERROR_RESPONSE || !COPY_MESSAGES.has(code)) {
+        // ErrorResponse (or anything unexpected): pg parses it and ends the query.
+        this.detach(b.subarray(pos));
+        return;
+      }
+      const size = b.readUInt32BE(pos + 1);
+      const end = pos + 1 + size;
+      if (end > len) break;
+      if (code === COPY_DATA) this.sink(b, pos + 5, end);
+      pos = end;
+      if (code === COPY_DONE) {
+        this.detach(b.subarray(pos));
+        return;
+      }
+    }
+    if (pos < len) this.pending = Buffer.from(b.subarray(pos));
+  }
+
+  /** Gives the socket back to pg with whatever follows CopyDone (CommandComplete, ReadyForQuery). */
+  private detach(rest: Buffer): void {
+    if (this.detached || !this.connection || !this.pgHandler) return;
+    this.detached = true;
+    const stream = this.connection.stream;
+    stream.removeListener('readable', this.onReadable);
+    stream.on('data', this.pgHandler);
+    if (rest.length) this.pgHandler(rest);
+    process.nextTick(() => stream.resume());
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    // The protocol state is unknown now: cut the connection; pg reports the end to handleError.
+    (this.connection?.stream as { destroy?: (e?: Error) => void } | undefined)?.destroy?.();
+    this.settle?.reject(err);
+    this.settle = undefined;
+  }
+
+  handleCommandComplete(msg: { text?: string }): void {
+    const match = /COPY (\d+)/.exec(msg?.text ?? '');
+    if (match) this.rowCount = Number(match[1]);
+  }
+
+  handleReadyForQuery(): void {
+    if (this.failure) return;
+    this.settle?.resolve(this.rowCount);
+    this.settle = undefined;
+  }
+
+  handleError(err: Error): void {
+    this.settle?.reject(this.failure ?? err);
+    this.settle = undefined;
+  }
+}
+
+/** Runs a COPY TO STDOUT statement, feeding every CopyData payload to `sink`; resolves with the row count. */
+export async function copyOut(
+  client: pg.Client,
+  statement: string,
+  sink: CopyDataSink,
+  options: CopyOutOptions = {},
+): Promise<number> {
+  const query = new CopyOutQuery(statement, sink, options);
+  const onAbort = () => {
+    const stream = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection
+      ?.stream;
+    stream?.destroy();
+  };
+  options.signal?.throwIfAborted();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await query.run(client);
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+}

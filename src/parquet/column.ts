@@ -659,6 +659,12 @@ function hashBytes(b: Uint8Array, start: number, end: number): number {
 }
 
 function sameBytes(a: Uint8Array, ai: number, b: Uint8Array, bi: number, len: number): boolean {
-  for (let k = 0; k < len; k++) if (a[ai + k] !== b[bi + k]) return false;
+  let k = 0;
+  for (; k + 4 <= len; k += 4) {
+    const x = a[ai + k] | (a[ai + k + 1] << 8) | (a[ai + k + 2] << 16) | (a[ai + k + 3] << 24);
+    const y = b[bi + k] | (b[bi + k + 1] << 8) | (b[bi + k + 2] << 16) | (b[bi + k + 3] << 24);
+    if (x !== y) return false;
+  }
+  for (; k < len; k++) if (a[ai + k] !== b[bi + k]) return false;
   return true;
 }

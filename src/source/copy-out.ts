@@ -107,32 +107,64 @@ class CopyOutQuery {
   }
 
   private parse(input: Buffer): void {
-    let b = input;
-    if (this.pending) {
-      b = Buffer.concat([this.pending, input]);
-      this.pending = undefined;
-    }
     let pos = 0;
-    const len = b.length;
+    if (this.pending) {
+      pos = this.completePending(input);
+      if (pos < 0) return;
+    }
+    const len = input.length;
     while (pos < len) {
       if (len - pos < 5) break;
-      const code = b[pos];
+      const code = input[pos];
       if (code === ERROR_RESPONSE || !COPY_MESSAGES.has(code)) {
         // ErrorResponse (or anything unexpected): pg parses it and ends the query.
-        this.detach(b.subarray(pos));
+        this.detach(input.subarray(pos));
         return;
       }
-      const size = b.readUInt32BE(pos + 1);
-      const end = pos + 1 + size;
+      const end = pos + 1 + input.readUInt32BE(pos + 1);
       if (end > len) break;
-      if (code === COPY_DATA) this.sink(b, pos + 5, end);
+      if (code === COPY_DATA) this.sink(input, pos + 5, end);
       pos = end;
       if (code === COPY_DONE) {
-        this.detach(b.subarray(pos));
+        this.detach(input.subarray(pos));
         return;
       }
     }
-    if (pos < len) this.pending = Buffer.from(b.subarray(pos));
+    if (pos < len) this.pending = Buffer.from(input.subarray(pos));
+  }
+
+  /**
+   * Completes the message that straddled the previous read with the head of `input`, copying
+   * only that message. Returns where the rest of `input` starts, or -1 when `input` was used up.
+   */
+  private completePending(input: Buffer): number {
+    const pending = this.pending as Buffer;
+    const header =
+      pending.length >= 5 ? pending : Buffer.concat([pending, input.subarray(0, 5 - pending.length)]);
+    if (header.length < 5) {
+      this.pending = header;
+      return -1;
+    }
+    const code = header[0];
+    if (code === ERROR_RESPONSE || !COPY_MESSAGES.has(code)) {
+      this.pending = undefined;
+      this.detach(Buffer.concat([pending, input]));
+      return -1;
+    }
+    const total = 1 + header.readUInt32BE(1);
+    const need = total - pending.length;
+    if (need > input.length) {
+      this.pending = Buffer.concat([pending, input]);
+      return -1;
+    }
+    const message = Buffer.concat([pending, input.subarray(0, need)]);
+    this.pending = undefined;
+    if (code === COPY_DATA) this.sink(message, 5, total);
+    if (code === COPY_DONE) {
+      this.detach(input.subarray(need));
+      return -1;
+    }
+    return need;
   }
 
   /** Gives the socket back to pg with whatever follows CopyDone (CommandComplete, ReadyForQuery). */

@@ -7,6 +7,7 @@ import { runtimeSettings } from './config/runtime.js';
 import type { Config } from './config/schema.js';
 import { configError, EXIT_CODES } from './errors.js';
 import { createLogger, isPretty, type Logger, writeRawLine } from './log.js';
+import { configureFailpoints } from './run/failpoint.js';
 import { executeRun, type RunRequest } from './run/pipeline.js';
 import type { ProgressMode } from './run/progress.js';
 import type { RunSummary } from './run/summary.js';
@@ -72,6 +73,8 @@ function printSummary(config: Config, log: Logger, summary: RunSummary, line: st
 
 async function runRequest(args: CommandArgs, request: RunRequest): Promise<number> {
   const { config, log } = setup(args);
+  const runtime = runtimeSettings();
+  configureFailpoints(runtime.failpoints);
   const term = terminationSignal(log);
   try {
     const summaries = await executeRun(
@@ -79,7 +82,7 @@ async function runRequest(args: CommandArgs, request: RunRequest): Promise<numbe
         config,
         log,
         signal: term.signal,
-        runtime: runtimeSettings(),
+        runtime,
         progress: progressMode(config),
         onSummary: (summary, line) => printSummary(config, log, summary, line),
       },

@@ -94,6 +94,10 @@ const TRANSIENT_SYSCALL = new Set([
   'UND_ERR_CONNECT_TIMEOUT',
 ]);
 
+/** How the `pg` driver reports a connection that the server or the network cut. */
+const PG_CONNECTION_LOST =
+  /Connection terminated|connection error and is not queryable|Client was closed and is not queryable|terminating connection/i;
+
 /**
  * PostgreSQL SQLSTATE classes and codes, mapped to the contract. See the PostgreSQL manual,
  * appendix A "PostgreSQL Error Codes".
@@ -117,7 +121,7 @@ export function toNightshiftError(err: unknown): NightshiftError {
     if (mapped)
       return new NightshiftError(mapped, `PostgreSQL: ${message} (SQLSTATE ${code})`, { cause: err });
   }
-  if (code && TRANSIENT_SYSCALL.has(code)) {
+  if ((code && TRANSIENT_SYSCALL.has(code)) || PG_CONNECTION_LOST.test(message)) {
     return transientError(`network: ${message}`, { cause: err });
   }
   if (code === 'ENOSPC') {

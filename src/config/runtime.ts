@@ -7,11 +7,14 @@ export interface RuntimeSettings {
   terminationLog: string;
   /** Airflow's KubernetesPodOperator reads `return.json` from here when XCom push is on. */
   xcomDir: string;
+  /** Failpoints the reliability tests set (src/run/failpoint.ts); empty in production. */
+  failpoints: string | undefined;
 }
 
 export function runtimeSettings(env: NodeJS.ProcessEnv = process.env): RuntimeSettings {
   return {
     terminationLog: env.NIGHTSHIFT_TERMINATION_LOG || '/dev/termination-log',
     xcomDir: env.NIGHTSHIFT_XCOM_DIR || '/airflow/xcom',
+    failpoints: env.NIGHTSHIFT_FAILPOINTS || undefined,
   };
 }

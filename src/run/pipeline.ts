@@ -16,10 +16,16 @@ import { PartWriter } from '../parquet/writer.js';
 import { CopyBinaryDecoder } from '../source/decode.js';
 import { checkMaxRows, countInSnapshot, openSnapshot, type Snapshot } from '../source/postgres.js';
 import type { ColumnPlan } from '../source/types.js';
-import { type ClaimedCheckpoint, claimCheckpoint, commitCheckpoint } from '../state/checkpoint.js';
+import {
+  assertClaim,
+  type ClaimedCheckpoint,
+  claimCheckpoint,
+  commitCheckpoint,
+} from '../state/checkpoint.js';
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
+import { failpoint } from './failpoint.js';
 import { newRunId, partFileName } from './layout.js';
 import { buildManifest, writeManifest } from './manifest.js';
 import { backfillWindows, planWindow } from './plan.js';
@@ -93,6 +99,7 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
       onLost: (err) => stop.abort(err),
     });
     log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
+    await failpoint('after-lease');
     warehouse = await createWarehouse(config, store);
     const windows =
       request.kind === 'backfill'
@@ -201,6 +208,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       return finish(ctx, args.request, facts, started, undefined, args.store.url, status);
     }
     log.info({ window: describeWindow(window), snapshot: snapshot.snapshotId ?? null }, 'window planned');
+    await failpoint('after-snapshot');
     const measured = await snapshot.measureNumerics(described, window);
     const plans = await snapshot.planColumns(described, measured);
     lap('describe');
@@ -272,13 +280,17 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     });
     await writeManifest(args.store, manifest);
     lap('manifest');
+    await failpoint('after-manifest');
 
     args.signal.throwIfAborted();
-    args.lease.assertHeld();
     log.info(
       { files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table },
       'loading',
     );
+    await failpoint('before-load');
+    // A run paused past its lease must not load over its successor's rows.
+    args.lease.assertHeld();
+    if (claimed) await assertClaim(args.store, claimed);
     const loaded = session
       ? await session.commit(facts.rowsWritten)
       : await args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten });
@@ -286,6 +298,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     facts.rowsLoaded = loaded.rowsLoaded;
     facts.rowsReplaced = loaded.rowsReplaced ?? null;
     lap('load');
+    await failpoint('after-load');
     if (loaded.rowsLoaded !== facts.rowsSource) {
       throw validationError(
         `the warehouse loaded ${loaded.rowsLoaded} rows but the source snapshot counted ${facts.rowsSource}`,
@@ -294,6 +307,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     }
 
     if (claimed && window.upper) {
+      await failpoint('before-commit');
       args.lease.assertHeld();
       const record = await commitCheckpoint(args.store, claimed, {
         watermark: window.upper,
@@ -302,6 +316,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       });
       facts.checkpointAfter = record.watermark;
       lap('commit');
+      await failpoint('after-commit');
     }
     const summary = finish(ctx, args.request, facts, started, undefined, args.store.url, status);
     await writeManifest(args.store, { ...manifest, summary });
@@ -410,11 +425,16 @@ async function exportWindow(
   log.debug({ statement }, 'COPY');
   progress.start();
   let copied: number;
+  let midCopy = false;
   try {
     copied = await snapshot.copyInto(statement, (b, start, end) => decoder.decodeMessage(b, start, end), {
       signal,
       // After each socket read: hand closed parts to the uploader, and stop reading while it is full.
       pauseWhile: () => {
+        if (!midCopy) {
+          midCopy = true;
+          return failpoint('mid-copy');
+        }
         for (const part of writer.takeClosed()) uploader.add(part);
         progress.update(writer.rows, decoder.bytes);
         return uploader.whenRoom();

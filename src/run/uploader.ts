@@ -7,6 +7,7 @@ import { rm } from 'node:fs/promises';
 import type { PartFile } from '../parquet/writer.js';
 import type { ObjectStore } from '../store/store.js';
 import type { StagedFile } from '../warehouse/warehouse.js';
+import { failpoint } from './failpoint.js';
 import { partKey } from './layout.js';
 
 export class Uploader {
@@ -59,6 +60,7 @@ export class Uploader {
           sha256: part.sha256,
         };
         this.staged.push(file);
+        await failpoint('after-part-staged');
         const onStaged = this.onStaged;
         if (onStaged) this.loading = this.loading.then(() => (this.failure ? undefined : onStaged(file)));
         this.loading.catch((err: unknown) => {

@@ -84,6 +84,17 @@ export async function claimCheckpoint(
   }
 }
 
+/**
+ * Fails (lease_held) when anyone claimed the checkpoint since this run did: a run that was paused
+ * past its lease checks this right before loading, so it cannot overwrite its successor's load.
+ */
+export async function assertClaim(store: ObjectStore, claimed: ClaimedCheckpoint): Promise<void> {
+  const current = await store.get(checkpointKey(claimed.record.job));
+  if (current?.info.etag !== claimed.etag) {
+    throw leaseHeldError('another run claimed the checkpoint: this run lost its lease and does not load');
+  }
+}
+
 /** Moves the watermark; fails (lease_held) if anyone claimed the checkpoint since. */
 export async function commitCheckpoint(
   store: ObjectStore,

@@ -8,6 +8,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { configError, NightshiftError, validationError } from '../errors.js';
+import { failpoint } from '../run/failpoint.js';
 import { type Window, windowPredicate } from '../run/window.js';
 import type { ObjectStore } from '../store/store.js';
 import type { LoadPlan, LoadRequest, LoadResult, LoadSession, StagedFile, Warehouse } from './warehouse.js';
@@ -266,6 +267,7 @@ class DuckDbLoadSession implements LoadSession {
         );
       }
       this.inserted += await scalar(con, `INSERT INTO ${this.table.sql} BY NAME SELECT * FROM ${source}`);
+      await failpoint('load-submitted');
     } catch (err) {
       throw this.explain(err);
     } finally {

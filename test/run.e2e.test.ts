@@ -220,7 +220,9 @@ describe('nightshift run', () => {
     expect(job.checkpoint().watermark).toBeNull();
     // The load was rolled back: the warehouse holds no table (the file may exist, empty).
     if (existsSync(job.warehousePath)) {
-      expect(await duckQuery(job.warehousePath, 'SELECT table_name FROM information_schema.tables')).toEqual([]);
+      expect(await duckQuery(job.warehousePath, 'SELECT table_name FROM information_schema.tables')).toEqual(
+        [],
+      );
     }
   });
 

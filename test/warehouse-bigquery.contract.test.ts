@@ -8,7 +8,14 @@ import { BigQuery } from '@google-cloud/bigquery';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { NightshiftError } from '../src/errors.js';
 import { BigQueryWarehouse, type BigQueryWarehouseOptions } from '../src/warehouse/bigquery.js';
-import { COLUMNS, INCREMENTAL, JSON_COLUMN, loadRequest, ONE_DAY, stagedFiles } from './helpers/bigquery-cases.js';
+import {
+  COLUMNS,
+  INCREMENTAL,
+  JSON_COLUMN,
+  loadRequest,
+  ONE_DAY,
+  stagedFiles,
+} from './helpers/bigquery-cases.js';
 import { BigQueryContractServer, type Field, TOKEN } from './helpers/bigquery-server.js';
 
 const STAGE = 'gs://nightshift-stage/prefix';
@@ -156,7 +163,10 @@ describe('BigQuery warehouse contract: loads', () => {
   });
 
   it('append of exactly one day of a day-partitioned table: one WRITE_TRUNCATE load into table$YYYYMMDD, no query', async () => {
-    existingTarget({ timePartitioning: { type: 'DAY', field: 'updated_at' }, clustering: { fields: ['id'] } });
+    existingTarget({
+      timePartitioning: { type: 'DAY', field: 'updated_at' },
+      clustering: { fields: ['id'] },
+    });
     const files = stage([5]);
     const result = await warehouse().load(loadRequest({ files, window: ONE_DAY }));
     const [load] = server.jobsOf('load');
@@ -230,7 +240,9 @@ describe('BigQuery warehouse contract: loads', () => {
     });
     const sql: string = server.jobsOf('query')[0].configuration.query.query;
     expect(sql).toContain(`DELETE FROM ${T} WHERE TRUE;`);
-    expect(sql).toContain('SELECT s.`id`, s.`updated_at`, s.`amount`, s.`tags`, PARSE_JSON(s.`payload`) FROM');
+    expect(sql).toContain(
+      'SELECT s.`id`, s.`updated_at`, s.`amount`, s.`tags`, PARSE_JSON(s.`payload`) FROM',
+    );
   });
 
   it('a table created by the load itself gets the configured partitioning', async () => {
@@ -247,7 +259,9 @@ describe('BigQuery warehouse contract: loads', () => {
   });
 
   it('a missing table with create_table off is a configuration error that names it', async () => {
-    const err = await failure(warehouse({ createTable: false }).load(loadRequest({ files: stage([1]), mode: 'replace' })));
+    const err = await failure(
+      warehouse({ createTable: false }).load(loadRequest({ files: stage([1]), mode: 'replace' })),
+    );
     expect(err.exitCode).toBe(2);
     expect(err.message).toContain('proj:analytics.orders does not exist');
     expect(server.jobsOf('load')).toHaveLength(0);
@@ -373,16 +387,32 @@ describe('BigQuery warehouse contract: job states and results', () => {
     existingTarget();
     server.failJob(
       /_load$/,
-      { reason: 'invalid', message: 'Error while reading data, error message: Parquet column amount has type INT64 which does not match the target cpp_type STRING' },
+      {
+        reason: 'invalid',
+        message:
+          'Error while reading data, error message: Parquet column amount has type INT64 which does not match the target cpp_type STRING',
+      },
       [
-        { reason: 'invalid', message: 'Error while reading data, error message: Parquet column amount has type INT64 which does not match the target cpp_type STRING' },
-        { reason: 'invalid', location: 'gs://nightshift-stage/prefix/part-00000.parquet', message: 'Provided Schema does not match Table proj:analytics.orders' },
+        {
+          reason: 'invalid',
+          message:
+            'Error while reading data, error message: Parquet column amount has type INT64 which does not match the target cpp_type STRING',
+        },
+        {
+          reason: 'invalid',
+          location: 'gs://nightshift-stage/prefix/part-00000.parquet',
+          message: 'Provided Schema does not match Table proj:analytics.orders',
+        },
       ],
     );
     const err = await failure(warehouse().load(loadRequest({ files: stage([2]), mode: 'replace' })));
     expect(err.exitCode).toBe(2);
-    expect(err.message).toMatch(/BigQuery load job nightshift_orders_\w+_0_load failed: invalid: Error while reading data/);
-    expect(err.message).toContain('at gs://nightshift-stage/prefix/part-00000.parquet: Provided Schema does not match');
+    expect(err.message).toMatch(
+      /BigQuery load job nightshift_orders_\w+_0_load failed: invalid: Error while reading data/,
+    );
+    expect(err.message).toContain(
+      'at gs://nightshift-stage/prefix/part-00000.parquet: Provided Schema does not match',
+    );
     expect(err.hint).toContain('align the table');
   });
 
@@ -448,7 +478,13 @@ describe('BigQuery warehouse contract: errors', () => {
   });
 
   it('missing dataset access: exit 5 naming roles/bigquery.dataEditor', async () => {
-    server.fail('GET', /\/datasets\/analytics$/, 403, 'accessDenied', 'Access Denied: Dataset proj:analytics: Permission bigquery.datasets.get denied on dataset proj:analytics');
+    server.fail(
+      'GET',
+      /\/datasets\/analytics$/,
+      403,
+      'accessDenied',
+      'Access Denied: Dataset proj:analytics: Permission bigquery.datasets.get denied on dataset proj:analytics',
+    );
     const err = await failure(warehouse().load(loadRequest({ files: stage([1]) })));
     expect(err.exitCode).toBe(5);
     expect(err.hint).toContain('roles/bigquery.dataEditor');
@@ -456,7 +492,14 @@ describe('BigQuery warehouse contract: errors', () => {
 
   it('throttled (429 rateLimitExceeded) beyond the SDK retries: exit 75', async () => {
     existingTarget();
-    server.fail('POST', /\/jobs$/, 429, 'rateLimitExceeded', 'Exceeded rate limits: too many api requests per user per method', { times: 10 });
+    server.fail(
+      'POST',
+      /\/jobs$/,
+      429,
+      'rateLimitExceeded',
+      'Exceeded rate limits: too many api requests per user per method',
+      { times: 10 },
+    );
     const err = await failure(warehouse().load(loadRequest({ files: stage([1]) })));
     expect(err.exitCode).toBe(75);
     expect(server.requests('POST', /\/jobs$/)).toHaveLength(3);
@@ -522,21 +565,52 @@ describe('BigQuery warehouse contract: errors', () => {
 
   it('quotes identifiers and never pastes values into SQL', async () => {
     server.addDataset('proj', 'odd_ds', 'US');
-    server.addTable('proj:odd_ds.we`ird', { schema: { fields: [{ name: 'a`b', type: 'STRING' }] }, numRows: 1 });
+    server.addTable('proj:odd_ds.we`ird', {
+      schema: { fields: [{ name: 'a`b', type: 'STRING' }] },
+      numRows: 1,
+    });
     const window = {
       columns: ['a`b'],
       types: ['text'],
       lower: { values: ["x'); DROP TABLE t; --"], inclusive: false },
     };
-    await warehouse().countWindow('odd_ds.we`ird', window).catch(() => undefined);
     // A table name with a backtick is refused; the column is quoted and the value a parameter.
     const err = await failure(warehouse().countWindow('odd_ds.we`ird', window));
     expect(err.exitCode).toBe(2);
-    server.addTable('proj:odd_ds.weird', { schema: { fields: [{ name: 'a`b', type: 'STRING' }] }, numRows: 1 });
+    server.addTable('proj:odd_ds.weird', {
+      schema: { fields: [{ name: 'a`b', type: 'STRING' }] },
+      numRows: 1,
+    });
     await warehouse().countWindow('odd_ds.weird', window);
     const [q] = server.jobsOf('query');
-    expect(q.configuration.query.query).toBe('SELECT COUNT(*) AS n FROM `proj`.`odd_ds`.`weird` WHERE `a\\`b` > @w0');
+    expect(q.configuration.query.query).toBe(
+      'SELECT COUNT(*) AS n FROM `proj`.`odd_ds`.`weird` WHERE `a\\`b` > @w0',
+    );
     expect(q.configuration.query.queryParameters[0].parameterValue.value).toBe("x'); DROP TABLE t; --");
+  });
+});
+
+describe('BigQuery warehouse contract: preflight', () => {
+  it('check reads the dataset and runs a dry-run query capped by maximum_bytes_billed', async () => {
+    await warehouse().check('analytics.orders');
+    const [dry] = server.requests('POST', /\/jobs$/);
+    expect(dry.body.configuration).toEqual({
+      dryRun: true,
+      query: { query: 'SELECT 1', useLegacySql: false, maximumBytesBilled: '5000000000' },
+    });
+    expect(server.jobs.size).toBe(0);
+  });
+
+  it('check without jobs.create: exit 5', async () => {
+    server.fail(
+      'POST',
+      /\/jobs$/,
+      403,
+      'accessDenied',
+      'User does not have bigquery.jobs.create permission in project proj.',
+    );
+    const err = await failure(warehouse().check('analytics.orders'));
+    expect(err.exitCode).toBe(5);
   });
 });
 

@@ -144,7 +144,7 @@ const bigquery = z
       .min(1)
       .optional()
       .describe(
-        "Location of the dataset (`US`, `EU`, `europe-west4`). Default: read from the dataset. When set, a dataset elsewhere is reported as a configuration error. The stage bucket must be in the same location.",
+        'Location of the dataset (`US`, `EU`, `europe-west4`). Default: read from the dataset. When set, a dataset elsewhere is reported as a configuration error. The stage bucket must be in the same location.',
       ),
     staging_dataset: z
       .string()
@@ -156,7 +156,9 @@ const bigquery = z
     create_table: z
       .boolean()
       .default(true)
-      .describe('Create the target table from the Parquet schema when it is missing (partitioned and clustered as below).'),
+      .describe(
+        'Create the target table from the Parquet schema when it is missing (partitioned and clustered as below).',
+      ),
     partition_by: z
       .string()
       .min(1)
@@ -202,14 +204,19 @@ const bigquery = z
       .optional()
       .describe('BigQuery API endpoint, for Private Service Connect. Default: the public endpoint.'),
   })
-  .describe('The BigQuery warehouse; credentials come from Application Default Credentials (Workload Identity).');
+  .describe(
+    'The BigQuery warehouse; credentials come from Application Default Credentials (Workload Identity).',
+  );
 
 /** The BigQuery settings when the config has no `warehouse.bigquery` block. */
 export const bigQueryDefaults = () => bigquery.parse({});
 
 const warehouse = z
   .strictObject({
-    type: z.enum(['duckdb', 'bigquery']).default('duckdb').describe('Warehouse kind: `duckdb` or `bigquery`.'),
+    type: z
+      .enum(['duckdb', 'bigquery'])
+      .default('duckdb')
+      .describe('Warehouse kind: `duckdb` or `bigquery`.'),
     table: z
       .string()
       .min(1)

@@ -43,7 +43,8 @@ const CONFIG_REASONS = new Set([
 ]);
 
 /** Messages of failed transactions that a rerun gets past. */
-const CONFLICT_RE = /concurrent update|could not serialize access|transaction is aborted|aborted due to concurrent/i;
+const CONFLICT_RE =
+  /concurrent update|could not serialize access|transaction is aborted|aborted due to concurrent/i;
 
 /** The message the apply script raises when the inserted count differs. */
 const COUNT_RE = /nightshift: inserted \d+ rows but the files hold \d+/;
@@ -83,7 +84,8 @@ function hintFor(code: ErrorCode, reason: string | undefined, message: string): 
   if (reason === 'notFound' && /gs:\/\/|uri|file/i.test(message)) {
     return "the staged files are not readable at their gs:// URLs; check the stage bucket's lifecycle rules";
   }
-  if (reason === 'notFound') return 'check warehouse.table and warehouse.bigquery.project (and the dataset location)';
+  if (reason === 'notFound')
+    return 'check warehouse.table and warehouse.bigquery.project (and the dataset location)';
   if (reason === 'invalid' || reason === 'invalidQuery') {
     return 'the table and the exported columns may disagree; align the table, or load into a new table';
   }

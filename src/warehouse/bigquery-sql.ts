@@ -27,7 +27,12 @@ export interface FieldSchema {
 
 /** Partitioning and clustering of a table, as tables.get returns and load jobs accept them. */
 export interface TableLayout {
-  timePartitioning?: { type: string; field?: string; expirationMs?: string; requirePartitionFilter?: boolean };
+  timePartitioning?: {
+    type: string;
+    field?: string;
+    expirationMs?: string;
+    requirePartitionFilter?: boolean;
+  };
   rangePartitioning?: Record<string, unknown>;
   clustering?: { fields: string[] };
 }
@@ -53,8 +58,10 @@ const DATASET_RE = /^[A-Za-z0-9_]{1,1024}$/;
 /** Parses `dataset.table` or `project.dataset.table`; the project defaults to `project`. */
 export function parseTable(table: string, project: string): TableRef {
   const parts = table.split('.');
-  if (parts.length === 3 && parts[0]) return checkTable({ projectId: parts[0], datasetId: parts[1], tableId: parts[2] }, table);
-  if (parts.length === 2) return checkTable({ projectId: project, datasetId: parts[0], tableId: parts[1] }, table);
+  if (parts.length === 3 && parts[0])
+    return checkTable({ projectId: parts[0], datasetId: parts[1], tableId: parts[2] }, table);
+  if (parts.length === 2)
+    return checkTable({ projectId: project, datasetId: parts[0], tableId: parts[1] }, table);
   throw configError(`warehouse.table: "${table}" is not a BigQuery table`, {
     hint: 'use dataset.table or project.dataset.table',
   });
@@ -125,7 +132,8 @@ export function loadConfiguration(args: {
 }
 
 /** Whether the files hold columns a load alone cannot type right: JSON lands as STRING. */
-export const needsConversion = (columns: readonly ColumnSpec[]) => columns.some((c) => c.logical.kind === 'json');
+export const needsConversion = (columns: readonly ColumnSpec[]) =>
+  columns.some((c) => c.logical.kind === 'json');
 
 /**
  * The `YYYYMMDD` partition a window fills exactly, when the table is day-partitioned on the
@@ -133,7 +141,7 @@ export const needsConversion = (columns: readonly ColumnSpec[]) => columns.some(
  */
 export function windowPartition(window: Window, layout: TableLayout | undefined): string | undefined {
   const tp = layout?.timePartitioning;
-  if (!tp || tp.type !== 'DAY' || !tp.field || window.columns.length !== 1) return undefined;
+  if (tp?.type !== 'DAY' || !tp.field || window.columns.length !== 1) return undefined;
   if (tp.field !== window.columns[0] || !window.lower || !window.upper) return undefined;
   if (!window.lower.inclusive || window.upper.inclusive) return undefined;
   const lo = parseInstant(window.lower.values[0]);
@@ -143,7 +151,8 @@ export function windowPartition(window: Window, layout: TableLayout | undefined)
   return new Date(lo).toISOString().slice(0, 10).replaceAll('-', '');
 }
 
-const INSTANT_RE = /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/;
+const INSTANT_RE =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/;
 
 /** Milliseconds of a date or timestamp as PostgreSQL prints it; a value without a zone is read as UTC. */
 export function parseInstant(text: string): number | undefined {
@@ -245,7 +254,11 @@ export function applyScript(args: ApplyArgs): { sql: string; params: QueryParame
   const cols = names.map(quote).join(', ');
   const exprs = names.map((n) => convert(n, stagedBy.get(n), args.targetFields.get(n))).join(', ');
   const params: QueryParameter[] = [
-    { name: 'expected_rows', parameterType: { type: 'INT64' }, parameterValue: { value: String(args.expectedRows) } },
+    {
+      name: 'expected_rows',
+      parameterType: { type: 'INT64' },
+      parameterValue: { value: String(args.expectedRows) },
+    },
   ];
   const check = [
     'IF inserted != @expected_rows THEN',

@@ -18,12 +18,13 @@
 import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
 import type { Window } from '../run/window.js';
+import { jobFailure, translateBigQueryError } from './bigquery-errors.js';
 import {
   applyScript,
   type FieldSchema,
+  labelValue,
   loadConfiguration,
   loadDigest,
-  labelValue,
   needsConversion,
   parseTable,
   type QueryParameter,
@@ -36,7 +37,6 @@ import {
   windowCondition,
   windowPartition,
 } from './bigquery-sql.js';
-import { translateBigQueryError, jobFailure } from './bigquery-errors.js';
 import type { LoadRequest, LoadResult, Warehouse } from './warehouse.js';
 
 export interface BigQueryWarehouseOptions {
@@ -103,9 +103,12 @@ export class BigQueryWarehouse implements Warehouse {
   async load(request: LoadRequest): Promise<LoadResult> {
     if (!request.files.length) return { rowsLoaded: 0 };
     if (request.files.length > MAX_URIS) {
-      throw configError(`BigQuery loads at most ${MAX_URIS} files per job; this run staged ${request.files.length}`, {
-        hint: 'raise parquet.part_size_mb or set source.max_rows_per_run',
-      });
+      throw configError(
+        `BigQuery loads at most ${MAX_URIS} files per job; this run staged ${request.files.length}`,
+        {
+          hint: 'raise parquet.part_size_mb or set source.max_rows_per_run',
+        },
+      );
     }
     for (const f of request.files) {
       if (!f.url.startsWith('gs://')) {
@@ -196,7 +199,10 @@ export class BigQueryWarehouse implements Warehouse {
       route === 'staging'
         ? staging
         : route === 'partition'
-          ? { ...target.ref, tableId: `${target.ref.tableId}$${windowPartition(request.window, this.layout(target))}` }
+          ? {
+              ...target.ref,
+              tableId: `${target.ref.tableId}$${windowPartition(request.window, this.layout(target))}`,
+            }
           : target.ref;
     if (route !== 'staging' && !target.table && !this.options.createTable) throw missingTable(target.ref);
     const load = await this.submit(
@@ -219,7 +225,12 @@ export class BigQueryWarehouse implements Warehouse {
     if (outputRows !== request.expectedRows) {
       throw validationError(
         `BigQuery load job ${load.job.id} loaded ${outputRows} rows into ${tableText(destination)} but the files hold ${request.expectedRows}`,
-        { hint: route === 'staging' ? 'nothing was applied to the table' : 'the next run replaces this window again' },
+        {
+          hint:
+            route === 'staging'
+              ? 'nothing was applied to the table'
+              : 'the next run replaces this window again',
+        },
       );
     }
     if (route !== 'staging') {
@@ -254,7 +265,10 @@ export class BigQueryWarehouse implements Warehouse {
     // The earlier run's staging table is gone (expired) and it never applied it: load again.
     if (!stagedMeta) {
       if (load.found) return RETRY;
-      throw new NightshiftError('internal', `BigQuery staging table ${tableText(staging)} vanished after its load`);
+      throw new NightshiftError(
+        'internal',
+        `BigQuery staging table ${tableText(staging)} vanished after its load`,
+      );
     }
     if (!load.found) await this.expire(staging);
     const staged = stagedMeta.schema?.fields ?? [];
@@ -309,7 +323,9 @@ export class BigQueryWarehouse implements Warehouse {
 
   /** Staging tables expire on their own if a run dies before its transaction drops them. */
   private async expire(staging: TableRef): Promise<void> {
-    const table = this.client.dataset(staging.datasetId, { projectId: staging.projectId }).table(staging.tableId);
+    const table = this.client
+      .dataset(staging.datasetId, { projectId: staging.projectId })
+      .table(staging.tableId);
     try {
       await table.setMetadata({ expirationTime: String(Date.now() + STAGING_TTL_MS) });
     } catch (err) {
@@ -324,7 +340,9 @@ export class BigQueryWarehouse implements Warehouse {
     const names = new Set(fields.map((f) => f.name));
     for (const c of [this.options.partitionBy, ...(this.options.clusterBy ?? [])]) {
       if (c && !names.has(c)) {
-        throw configError(`warehouse.bigquery: column ${c} to partition or cluster on is not among the exported columns`);
+        throw configError(
+          `warehouse.bigquery: column ${c} to partition or cluster on is not among the exported columns`,
+        );
       }
     }
     const dataset = this.client.dataset(ref.datasetId, { projectId: ref.projectId });
@@ -335,7 +353,11 @@ export class BigQueryWarehouse implements Warehouse {
       if (httpStatus(err) !== 409) throw translateBigQueryError(err, `creating table ${tableText(ref)}`);
     }
     const meta = await this.tableMeta(ref);
-    if (!meta) throw new NightshiftError('internal', `BigQuery table ${tableText(ref)} is missing right after its creation`);
+    if (!meta)
+      throw new NightshiftError(
+        'internal',
+        `BigQuery table ${tableText(ref)} is missing right after its creation`,
+      );
     return meta;
   }
 
@@ -349,7 +371,11 @@ export class BigQueryWarehouse implements Warehouse {
   }
 
   private labels(request: LoadRequest): Record<string, string> {
-    return { app: 'nightshift', nightshift_job: labelValue(request.job), nightshift_run: labelValue(request.runId) };
+    return {
+      app: 'nightshift',
+      nightshift_job: labelValue(request.job),
+      nightshift_run: labelValue(request.runId),
+    };
   }
 
   /** Inserts a job under `id`; 409 means an earlier attempt created it: that job is used. */

@@ -14,7 +14,11 @@ export const COLUMNS: ColumnSpec[] = [
   { name: 'tags', physical: Physical.BYTE_ARRAY, logical: { kind: 'string' }, list: true },
 ];
 
-export const JSON_COLUMN: ColumnSpec = { name: 'payload', physical: Physical.BYTE_ARRAY, logical: { kind: 'json' } };
+export const JSON_COLUMN: ColumnSpec = {
+  name: 'payload',
+  physical: Physical.BYTE_ARRAY,
+  logical: { kind: 'json' },
+};
 
 /** An incremental window over (cursor, key): (lower] exclusive, upper inclusive. */
 export const INCREMENTAL: Window = {

@@ -16,6 +16,10 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
+/** A JSON body of the REST API, read loosely as the server would. */
+// biome-ignore lint/suspicious/noExplicitAny: request bodies are arbitrary JSON
+type Json = any;
+
 export interface Field {
   name: string;
   type: string;
@@ -35,7 +39,7 @@ export interface FakeTable {
 export interface FakeJob {
   id: string;
   location: string;
-  configuration: Record<string, any>;
+  configuration: Record<string, Json>;
   /** How many more jobs.get calls see the job before it is DONE. */
   pendingPolls: number;
   state: 'PENDING' | 'RUNNING' | 'DONE';
@@ -58,7 +62,7 @@ export interface Call {
   method: string;
   path: string;
   query: URLSearchParams;
-  body: any;
+  body: Json;
   authorization: string | undefined;
 }
 
@@ -100,7 +104,9 @@ export class BigQueryContractServer {
 
   async start(): Promise<this> {
     this.server = createServer((req, res) => {
-      void this.handle(req, res).catch((err) => this.send(res, 500, { error: { code: 500, message: String(err) } }));
+      void this.handle(req, res).catch((err) =>
+        this.send(res, 500, { error: { code: 500, message: String(err) } }),
+      );
     });
     await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve));
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
@@ -134,7 +140,15 @@ export class BigQueryContractServer {
     message: string,
     options: { times?: number; when?: 'before' | 'after' } = {},
   ): void {
-    this.faults.push({ method, path, status, reason, message, times: options.times ?? 1, when: options.when ?? 'before' });
+    this.faults.push({
+      method,
+      path,
+      status,
+      reason,
+      message,
+      times: options.times ?? 1,
+      when: options.when ?? 'before',
+    });
   }
 
   /** Jobs whose id matches finish with this errorResult. */
@@ -179,10 +193,14 @@ export class BigQueryContractServer {
 
   /** The GKE metadata server, as Workload Identity serves it. */
   private metadata(req: IncomingMessage, res: ServerResponse, path: string): void {
-    if (req.headers['metadata-flavor'] !== 'Google') return this.send(res, 403, 'Missing Metadata-Flavor header');
+    if (req.headers['metadata-flavor'] !== 'Google') {
+      this.send(res, 403, 'Missing Metadata-Flavor header');
+      return;
+    }
     res.setHeader('Metadata-Flavor', 'Google');
     if (path.endsWith('/service-accounts/default/token')) {
-      return this.send(res, 200, { access_token: TOKEN, expires_in: 3599, token_type: 'Bearer' });
+      this.send(res, 200, { access_token: TOKEN, expires_in: 3599, token_type: 'Bearer' });
+      return;
     }
     if (path.endsWith('/project/project-id')) {
       res.setHeader('Content-Type', 'text/plain');
@@ -247,9 +265,10 @@ export class BigQueryContractServer {
     };
   }
 
-  private insertTable(project: string, dataset: string, body: any): [number, unknown] {
+  private insertTable(project: string, dataset: string, body: Json): [number, unknown] {
     const id = `${project}:${dataset}.${body.tableReference.tableId}`;
-    if (!this.datasets.has(`${project}:${dataset}`)) return errorBody(404, 'notFound', `Not found: Dataset ${project}:${dataset}`);
+    if (!this.datasets.has(`${project}:${dataset}`))
+      return errorBody(404, 'notFound', `Not found: Dataset ${project}:${dataset}`);
     if (this.tables.has(id)) return errorBody(409, 'duplicate', `Already Exists: Table ${id}`);
     const t: FakeTable = {
       schema: body.schema,
@@ -262,7 +281,7 @@ export class BigQueryContractServer {
     return [200, this.tableResource(id, t)];
   }
 
-  private table(method: string, id: string, body: any): [number, unknown] {
+  private table(method: string, id: string, body: Json): [number, unknown] {
     const t = this.tables.get(id);
     if (!t) return errorBody(404, 'notFound', `Not found: Table ${id}`);
     if (method === 'GET') return [200, this.tableResource(id, t)];
@@ -278,16 +297,33 @@ export class BigQueryContractServer {
     return errorBody(400, 'invalid', `unsupported ${method}`);
   }
 
-  private insertJob(project: string, body: any): [number, unknown] {
+  private insertJob(project: string, body: Json): [number, unknown] {
     const ref = body.jobReference ?? {};
     const id = ref.jobId ?? randomBytes(8).toString('hex');
     const location = ref.location ?? 'US';
-    if (this.jobs.has(id)) return errorBody(409, 'duplicate', `Already Exists: Job ${project}:${location}.${id}`);
+    if (this.jobs.has(id))
+      return errorBody(409, 'duplicate', `Already Exists: Job ${project}:${location}.${id}`);
     const configuration = body.configuration ?? {};
     if (configuration.dryRun) {
-      return [200, { kind: 'bigquery#job', status: { state: 'DONE' }, configuration, jobReference: { projectId: project, location }, statistics: { query: { totalBytesProcessed: '0' } } }];
+      return [
+        200,
+        {
+          kind: 'bigquery#job',
+          status: { state: 'DONE' },
+          configuration,
+          jobReference: { projectId: project, location },
+          statistics: { query: { totalBytesProcessed: '0' } },
+        },
+      ];
     }
-    const job: FakeJob = { id, location, configuration, pendingPolls: this.pollsBeforeDone, state: 'PENDING', cancelled: false };
+    const job: FakeJob = {
+      id,
+      location,
+      configuration,
+      pendingPolls: this.pollsBeforeDone,
+      state: 'PENDING',
+      cancelled: false,
+    };
     this.jobs.set(id, job);
     return [200, this.jobResource(project, job)];
   }
@@ -336,17 +372,24 @@ export class BigQueryContractServer {
 
   private cancelJob(project: string, id: string, query: URLSearchParams): [number, unknown] {
     const job = this.jobs.get(id);
-    if (!job || job.location !== (query.get('location') ?? 'US')) return errorBody(404, 'notFound', `Not found: Job ${project}:${id}`);
+    if (!job || job.location !== (query.get('location') ?? 'US'))
+      return errorBody(404, 'notFound', `Not found: Job ${project}:${id}`);
     if (job.state !== 'DONE') {
       job.cancelled = true;
       job.state = 'DONE';
-      job.errorResult = { reason: 'stopped', message: 'Job execution was cancelled: User requested cancellation' };
+      job.errorResult = {
+        reason: 'stopped',
+        message: 'Job execution was cancelled: User requested cancellation',
+      };
     }
     return [200, { kind: 'bigquery#jobCancelResponse', job: this.jobResource(project, job) }];
   }
 
   private rowsOf(job: FakeJob): number {
-    return (job.configuration.load.sourceUris as string[]).reduce((n, u) => n + (this.objects.get(u) ?? 0), 0);
+    return (job.configuration.load.sourceUris as string[]).reduce(
+      (n, u) => n + (this.objects.get(u) ?? 0),
+      0,
+    );
   }
 
   /** Runs a job to DONE: its effect on tables, or its injected failure. */
@@ -358,8 +401,8 @@ export class BigQueryContractServer {
       job.errors = fault.errors ?? [fault.error];
       return;
     }
-    if (job.configuration.load) return this.completeLoad(job);
-    this.completeQuery(job);
+    if (job.configuration.load) this.completeLoad(job);
+    else this.completeQuery(job);
   }
 
   private completeLoad(job: FakeJob): void {
@@ -398,7 +441,7 @@ export class BigQueryContractServer {
   private completeQuery(job: FakeJob): void {
     const sql: string = job.configuration.query.query;
     const params = new Map<string, string>(
-      (job.configuration.query.queryParameters ?? []).map((p: any) => [p.name, p.parameterValue.value]),
+      (job.configuration.query.queryParameters ?? []).map((p: Json) => [p.name, p.parameterValue.value]),
     );
     if (/^SELECT COUNT\(\*\) AS n FROM/.test(sql)) {
       const m = /FROM `([^`]+)`\.`([^`]+)`\.`([^`]+)`/.exec(sql);
@@ -442,7 +485,8 @@ export class BigQueryContractServer {
 
   private queryResults(project: string, id: string, query: URLSearchParams): [number, unknown] {
     const job = this.jobs.get(id);
-    if (!job || job.location !== (query.get('location') ?? 'US')) return errorBody(404, 'notFound', `Not found: Job ${project}:${id}`);
+    if (!job || job.location !== (query.get('location') ?? 'US'))
+      return errorBody(404, 'notFound', `Not found: Job ${project}:${id}`);
     const ref = { projectId: project, jobId: id, location: job.location };
     if (this.incompleteResults > 0 || job.state !== 'DONE') {
       this.incompleteResults = Math.max(0, this.incompleteResults - 1);
@@ -461,7 +505,9 @@ export class BigQueryContractServer {
         jobComplete: true,
         schema: result.schema,
         totalRows: String(result.rows.length),
-        rows: page.map((r) => ({ f: result.schema.fields.map((f) => ({ v: r[f.name] === null ? null : String(r[f.name]) })) })),
+        rows: page.map((r) => ({
+          f: result.schema.fields.map((f) => ({ v: r[f.name] === null ? null : String(r[f.name]) })),
+        })),
         ...(next ? { pageToken: next } : {}),
       },
     ];
@@ -479,7 +525,9 @@ export class BigQueryContractServer {
       return;
     }
     const text = typeof body === 'string' ? body : JSON.stringify(body);
-    res.writeHead(status, { 'Content-Type': typeof body === 'string' ? 'text/plain' : 'application/json; charset=UTF-8' });
+    res.writeHead(status, {
+      'Content-Type': typeof body === 'string' ? 'text/plain' : 'application/json; charset=UTF-8',
+    });
     res.end(text);
   }
 }

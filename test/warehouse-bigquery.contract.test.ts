@@ -6,7 +6,10 @@
  */
 import { BigQuery } from '@google-cloud/bigquery';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createWarehouse } from '../src/adapters.js';
+import { bigQueryDefaults, type Config, configSchema } from '../src/config/schema.js';
 import { NightshiftError } from '../src/errors.js';
+import { LocalStore } from '../src/store/local.js';
 import { BigQueryWarehouse, type BigQueryWarehouseOptions } from '../src/warehouse/bigquery.js';
 import {
   COLUMNS,
@@ -587,6 +590,38 @@ describe('BigQuery warehouse contract: errors', () => {
       'SELECT COUNT(*) AS n FROM `proj`.`odd_ds`.`weird` WHERE `a\\`b` > @w0',
     );
     expect(q.configuration.query.queryParameters[0].parameterValue.value).toBe("x'); DROP TABLE t; --");
+  });
+});
+
+describe('BigQuery warehouse contract: wiring', () => {
+  it('createWarehouse builds it from the config, with ADC and the project from the metadata server', async () => {
+    const base = configSchema.parse({
+      job: 'orders',
+      source: { url: 'postgres://u@h/db', table: 'orders', cursor: 'updated_at', key: ['id'] },
+      stage: { url: 'file:///tmp/unused' },
+      warehouse: { type: 'duckdb', table: 'x', duckdb: { path: '/tmp/unused.duckdb' } },
+    });
+    // The gs:// stage URL is accepted once the GCS store is in; the warehouse only needs the URLs.
+    const config = {
+      ...base,
+      stage: { url: STAGE },
+      warehouse: {
+        ...base.warehouse,
+        type: 'bigquery',
+        table: 'analytics.orders',
+        bigquery: { ...bigQueryDefaults(), api_endpoint: server.url, maximum_bytes_billed: 123 },
+      },
+    } as Config;
+    existingTarget();
+    server.pollsBeforeDone = 0;
+    const wh = await createWarehouse(config, new LocalStore('file:///tmp/unused'));
+    expect(wh.kind).toBe('bigquery');
+    const result = await wh.load(loadRequest({ files: stage([3]) }));
+    expect(result.rowsLoaded).toBe(3);
+    const [apply] = server.jobsOf('query');
+    expect(apply.configuration.query.maximumBytesBilled).toBe('123');
+    expect(server.requests('POST', /\/projects\/proj\/jobs$/)).toHaveLength(2);
+    await wh.close();
   });
 });
 

@@ -549,6 +549,25 @@ describe('BigQuery warehouse contract: errors', () => {
     expect(err.message).toContain('is in EU');
   });
 
+  it('a staging dataset in another location: exit 2', async () => {
+    server.addDataset('proj', 'scratch', 'EU');
+    const err = await failure(
+      warehouse({ stagingDataset: 'scratch' }).load(loadRequest({ files: stage([1]) })),
+    );
+    expect(err.exitCode).toBe(2);
+    expect(err.message).toContain('staging_dataset scratch is in EU');
+  });
+
+  it('staging tables go to the staging dataset', async () => {
+    server.addDataset('proj', 'scratch', 'US');
+    existingTarget();
+    await warehouse({ stagingDataset: 'scratch' }).load(loadRequest({ files: stage([2]) }));
+    expect(server.jobsOf('load')[0].configuration.load.destinationTable.datasetId).toBe('scratch');
+    expect(server.jobsOf('query')[0].configuration.query.query).toContain(
+      'FROM `proj`.`scratch`.`nightshift_orders_',
+    );
+  });
+
   it('a missing dataset: exit 2', async () => {
     const err = await failure(warehouse().load(loadRequest({ files: stage([1]), table: 'nodata.orders' })));
     expect(err.exitCode).toBe(2);

@@ -100,6 +100,7 @@ export class BigQueryWarehouse implements Warehouse {
     this.options = options;
   }
 
+  /** Loads the files with one load job (and one transaction when staging), reusing earlier jobs by id. */
   async load(request: LoadRequest): Promise<LoadResult> {
     if (!request.files.length) return { rowsLoaded: 0 };
     if (request.files.length > MAX_URIS) {
@@ -132,14 +133,7 @@ export class BigQueryWarehouse implements Warehouse {
   /** The dataset's location (checked against the configured one) and the table, if it exists. */
   private async target(table: string): Promise<Target> {
     const ref = parseTable(table, this.options.project);
-    const dataset = this.client.dataset(ref.datasetId, { projectId: ref.projectId });
-    let location: string;
-    try {
-      const [meta] = await dataset.getMetadata();
-      location = String(meta.location ?? '');
-    } catch (err) {
-      throw translateBigQueryError(err, `reading dataset ${ref.projectId}:${ref.datasetId}`);
-    }
+    const location = await this.datasetLocation(ref.projectId, ref.datasetId);
     const wanted = this.options.location;
     if (wanted && location && wanted.toLowerCase() !== location.toLowerCase()) {
       throw configError(
@@ -147,9 +141,30 @@ export class BigQueryWarehouse implements Warehouse {
         { hint: `set warehouse.bigquery.location to ${location} (and keep the stage bucket there)` },
       );
     }
+    const staging = this.options.stagingDataset;
+    if (staging && staging !== ref.datasetId) {
+      const elsewhere = await this.datasetLocation(ref.projectId, staging);
+      if (elsewhere.toLowerCase() !== location.toLowerCase()) {
+        throw configError(
+          `warehouse.bigquery.staging_dataset ${staging} is in ${elsewhere} but ${ref.datasetId} is in ${location}`,
+          { hint: 'use a staging dataset in the same location as the target dataset' },
+        );
+      }
+    }
     return { ref, location: location || wanted || 'US', table: await this.tableMeta(ref) };
   }
 
+  /** A dataset's location; a missing or unreadable dataset is an error that says so. */
+  private async datasetLocation(projectId: string, datasetId: string): Promise<string> {
+    try {
+      const [meta] = await this.client.dataset(datasetId, { projectId }).getMetadata();
+      return String(meta.location ?? '');
+    } catch (err) {
+      throw translateBigQueryError(err, `reading dataset ${projectId}:${datasetId}`);
+    }
+  }
+
+  /** A table's metadata (schema, layout, row count); undefined when it does not exist. */
   private async tableMeta(ref: TableRef): Promise<TableMeta | undefined> {
     const table = this.client.dataset(ref.datasetId, { projectId: ref.projectId }).table(ref.tableId);
     try {
@@ -181,6 +196,7 @@ export class BigQueryWarehouse implements Warehouse {
     };
   }
 
+  /** The partition and direct routes need no query; anything a load alone cannot do goes through staging. */
   private route(request: LoadRequest, target: Target): Route {
     if (needsConversion(request.columns)) return 'staging';
     if (request.mode === 'replace') return 'direct';
@@ -188,6 +204,7 @@ export class BigQueryWarehouse implements Warehouse {
     return 'staging';
   }
 
+  /** One attempt under one id: the load, its count check, and (staging) the transaction. */
   private async attempt(
     request: LoadRequest,
     target: Target,

@@ -3,7 +3,7 @@
  * Warehouse. Adapters get parsed config through their constructors; heavy SDKs are imported
  * only when their backend is chosen.
  */
-import type { Config } from './config/schema.js';
+import { bigQueryDefaults, type Config } from './config/schema.js';
 import { configError } from './errors.js';
 import { LocalStore } from './store/local.js';
 import type { ObjectStore } from './store/store.js';
@@ -23,6 +23,18 @@ export async function createStore(config: Config): Promise<ObjectStore> {
   }
 }
 
+/** The project of the Application Default Credentials. */
+async function defaultProject(client: { getProjectId(): Promise<string> }): Promise<string> {
+  try {
+    return await client.getProjectId();
+  } catch (err) {
+    throw configError('warehouse.bigquery.project is not set and the credentials name no project', {
+      cause: err,
+      hint: 'set warehouse.bigquery.project (NIGHTSHIFT_WAREHOUSE_BIGQUERY_PROJECT)',
+    });
+  }
+}
+
 /** The warehouse for `warehouse.type`. */
 export async function createWarehouse(config: Config, store: ObjectStore): Promise<Warehouse> {
   const wh = config.warehouse;
@@ -39,6 +51,29 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
         },
         store,
       );
+    }
+    case 'bigquery': {
+      const bq = wh.bigquery ?? bigQueryDefaults();
+      const { BigQuery } = await import('@google-cloud/bigquery');
+      // Application Default Credentials: Workload Identity on GKE, no keys.
+      const client = new BigQuery({
+        ...(bq.project ? { projectId: bq.project } : {}),
+        ...(bq.location ? { location: bq.location } : {}),
+        ...(bq.api_endpoint ? { apiEndpoint: bq.api_endpoint } : {}),
+      });
+      const { BigQueryWarehouse } = await import('./warehouse/bigquery.js');
+      return new BigQueryWarehouse(client, {
+        project: bq.project ?? (await defaultProject(client)),
+        location: bq.location,
+        stagingDataset: bq.staging_dataset,
+        createTable: bq.create_table,
+        partitionBy: bq.partition_by,
+        partitionType: bq.partition_type,
+        clusterBy: bq.cluster_by,
+        maximumBytesBilled: bq.maximum_bytes_billed,
+        timeoutMs: bq.timeout,
+        jobIdPrefix: bq.job_id_prefix,
+      });
     }
     default:
       throw configError(`warehouse.type ${wh.type} is not available in this build`, {

@@ -322,10 +322,10 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     await writeManifest(args.store, { ...manifest, summary });
     return summary;
   } catch (err) {
-    const e = toNightshiftError(args.signal.aborted ? (args.signal.reason ?? err) : err);
-    if (e.code !== 'terminated' && args.signal.aborted && args.signal.reason instanceof NightshiftError) {
-      e.message = `${args.signal.reason.message} (${e.message})`;
-    }
+    // When the run was stopped (SIGTERM, lost lease), the stop is what happened; an adapter that
+    // already said what it left behind ("load job left running") keeps its own words.
+    const stopped = args.signal.aborted && !(err instanceof NightshiftError && err.code === 'terminated');
+    const e = toNightshiftError(stopped ? (args.signal.reason ?? err) : err);
     snapshot?.destroy();
     if (uploader) facts.files = await uploader.settle();
     await session?.abort().catch(() => undefined);

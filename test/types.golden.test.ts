@@ -106,7 +106,8 @@ interface Check {
 }
 
 const str = (v: unknown) => (v === null || v === undefined ? null : String(v));
-const hex = (v: unknown) => (v === null || v === undefined ? null : Buffer.from(v as Uint8Array).toString('hex'));
+const hex = (v: unknown) =>
+  v === null || v === undefined ? null : Buffer.from(v as Uint8Array).toString('hex');
 const micros = (col: string) => `(extract(epoch from ${col}) * 1000000)::numeric(30,0)::text`;
 /** Clamped infinity, as microseconds since 1970 and days since 1970. */
 const MAX_US = '253402300799999999';
@@ -149,7 +150,11 @@ const CHECKS: Record<string, Check> = {
   c_bytea: { pg: "encode(c_bytea, 'hex')", duck: 'lower(hex(c_bytea))', hyp: hex },
   c_uuid: { pg: 'c_uuid::text', duck: 'c_uuid::varchar', hyp: str },
   c_date: { pg: datePg('c_date'), duck: "(c_date - DATE '1970-01-01')::varchar", hyp: str },
-  c_time: { pg: micros('c_time'), duck: "datediff('microsecond', TIME '00:00:00', c_time)::varchar", hyp: str },
+  c_time: {
+    pg: micros('c_time'),
+    duck: "datediff('microsecond', TIME '00:00:00', c_time)::varchar",
+    hyp: str,
+  },
   c_timetz: { pg: 'c_timetz::text', duck: 'c_timetz', hyp: str },
   c_ts: { pg: tsPg('c_ts'), duck: 'epoch_us(c_ts)::varchar', hyp: str },
   c_tstz: { pg: tsPg('c_tstz'), duck: 'epoch_us(c_tstz)::varchar', hyp: str },
@@ -200,12 +205,16 @@ beforeAll(async () => {
   const order = 'ORDER BY id';
   pgRows = await sql(
     dbUrl,
-    `SELECT id, ${Object.entries(CHECKS).map(([c, k]) => `${k.pg} AS ${c}`).join(', ')} FROM golden ${order}`,
+    `SELECT id, ${Object.entries(CHECKS)
+      .map(([c, k]) => `${k.pg} AS ${c}`)
+      .join(', ')} FROM golden ${order}`,
     undefined,
     ['SET extra_float_digits = 3', "SET IntervalStyle = 'iso_8601'", "SET TimeZone = 'UTC'"],
   );
   const duckSelect = (from: string) =>
-    `SELECT id, ${Object.entries(CHECKS).map(([c, k]) => `${k.duck} AS ${c}`).join(', ')} FROM ${from} ${order}`;
+    `SELECT id, ${Object.entries(CHECKS)
+      .map(([c, k]) => `${k.duck} AS ${c}`)
+      .join(', ')} FROM ${from} ${order}`;
   duckRows = await duckQuery(':memory:', duckSelect(`read_parquet('${parquetPath}')`));
   duckTableRows = await duckQuery(warehousePath, duckSelect('golden'));
   const file = await asyncBufferFromFile(parquetPath);
@@ -278,16 +287,28 @@ describe('type fidelity: PostgreSQL -> Parquet -> DuckDB and hyparquet', () => {
         const where = `${column}, row id ${pgRows[i].id}`;
         if (column === 'c_float4' || column === 'c_float8') {
           const expected = floatFromHex(pgValue, column === 'c_float4' ? 4 : 8);
-          expect(Object.is(hypRows[i][column] ?? null, expected), `${where}: hyparquet ${hypRows[i][column]} vs ${expected}`).toBe(true);
+          expect(
+            Object.is(hypRows[i][column] ?? null, expected),
+            `${where}: hyparquet ${hypRows[i][column]} vs ${expected}`,
+          ).toBe(true);
           const duck = duckRows[i][column] as string | null;
-          const parsed = duck === null ? null : Number(duck === 'inf' ? 'Infinity' : duck === '-inf' ? '-Infinity' : duck);
+          const parsed =
+            duck === null ? null : Number(duck === 'inf' ? 'Infinity' : duck === '-inf' ? '-Infinity' : duck);
           // DuckDB prints a FLOAT in its shortest float32 form: round that back to float32.
           const duckNumber = parsed === null || column === 'c_float8' ? parsed : Math.fround(parsed);
-          expect(Object.is(duckNumber, expected) || (Number.isNaN(duckNumber) && Number.isNaN(expected)), `${where}: DuckDB ${duck}`).toBe(true);
+          expect(
+            Object.is(duckNumber, expected) || (Number.isNaN(duckNumber) && Number.isNaN(expected)),
+            `${where}: DuckDB ${duck}`,
+          ).toBe(true);
           continue;
         }
-        if (column.startsWith('c_num') && !['c_numspecial', 'c_numwide', 'c_num_arr'].includes(column) || column === 'c_money') {
-          expect(duckRows[i][column], `${where}: DuckDB`).toBe(pgValue === null ? null : normalizeDecimal(pgValue, duckRows[i][column]));
+        if (
+          (column.startsWith('c_num') && !['c_numspecial', 'c_numwide', 'c_num_arr'].includes(column)) ||
+          column === 'c_money'
+        ) {
+          expect(duckRows[i][column], `${where}: DuckDB`).toBe(
+            pgValue === null ? null : normalizeDecimal(pgValue, duckRows[i][column]),
+          );
           expect(duckTableRows[i][column], `${where}: DuckDB table`).toBe(duckRows[i][column]);
           const scale = Number(String(duckRows[i][column] ?? '').split('.')[1]?.length ?? 0);
           const hyp = hypRows[i][column];
@@ -300,7 +321,9 @@ describe('type fidelity: PostgreSQL -> Parquet -> DuckDB and hyparquet', () => {
           const hyp = normalizeHypList(column, hypRows[i][column]);
           if (column === 'c_num_arr') {
             const texts = expected as (string | null)[] | null;
-            expect(duck, `${where}: DuckDB`).toEqual(texts?.map((t) => (t === null ? null : Number(t))) ?? null);
+            expect(duck, `${where}: DuckDB`).toEqual(
+              texts?.map((t) => (t === null ? null : Number(t))) ?? null,
+            );
             expect(hyp, `${where}: hyparquet`).toEqual(texts?.map((t) => decimalLikeHyparquet(t, 2)) ?? null);
           } else {
             expect(duck, `${where}: DuckDB`).toEqual(expected);

@@ -21,18 +21,25 @@ afterAll(() => tmp.cleanup());
 /** Creates a table from `columns` and `rows`, runs one export of it, and returns what happened. */
 async function exportTable(columns: string, rows: string, source: Record<string, unknown> = {}) {
   const table = `p${++n}`;
-  await sql(dbUrl, `CREATE TABLE ${table} (id int PRIMARY KEY, ts timestamptz NOT NULL DEFAULT '2024-01-01', ${columns})`);
+  await sql(
+    dbUrl,
+    `CREATE TABLE ${table} (id int PRIMARY KEY, ts timestamptz NOT NULL DEFAULT '2024-01-01', ${columns})`,
+  );
   await sql(dbUrl, `INSERT INTO ${table} VALUES ${rows}`);
   const dir = join(tmp.dir, table);
   const warehouse = join(dir, 'w.duckdb');
-  const config = writeConfig(tmp.dir, {
-    job: table,
-    source: { url: dbUrl, table, cursor: 'ts', key: ['id'], ...source },
-    stage: { url: pathToFileURL(join(dir, 'stage')).href },
-    warehouse: { table, duckdb: { path: warehouse } },
-    temp_dir: join(dir, 'tmp'),
-    log: { format: 'json' },
-  }, `${table}.yaml`);
+  const config = writeConfig(
+    tmp.dir,
+    {
+      job: table,
+      source: { url: dbUrl, table, cursor: 'ts', key: ['id'], ...source },
+      stage: { url: pathToFileURL(join(dir, 'stage')).href },
+      warehouse: { table, duckdb: { path: warehouse } },
+      temp_dir: join(dir, 'tmp'),
+      log: { format: 'json' },
+    },
+    `${table}.yaml`,
+  );
   const result = await runCli(['run', '--config', config]);
   const loaded = async (select: string) =>
     existsSync(warehouse) ? duckQuery(warehouse, `SELECT ${select} FROM ${table} ORDER BY id`) : undefined;
@@ -43,7 +50,10 @@ const message = (r: { summary?: Record<string, unknown> }) => JSON.stringify(r.s
 
 describe('type policies', () => {
   it('clamps infinite timestamps and dates by default', async () => {
-    const { result, loaded } = await exportTable('t timestamptz, d date', `(1, default, 'infinity', '-infinity')`);
+    const { result, loaded } = await exportTable(
+      't timestamptz, d date',
+      `(1, default, 'infinity', '-infinity')`,
+    );
     expect(result.code, result.stderr).toBe(0);
     expect(await loaded('t::varchar AS t, d::varchar AS d')).toEqual([
       { t: '9999-12-31 23:59:59.999999+00', d: '0001-01-01' },
@@ -51,13 +61,17 @@ describe('type policies', () => {
   });
 
   it('writes NULL for infinity with source.infinity: null', async () => {
-    const { result, loaded } = await exportTable('t timestamp', `(1, default, 'infinity')`, { infinity: 'null' });
+    const { result, loaded } = await exportTable('t timestamp', `(1, default, 'infinity')`, {
+      infinity: 'null',
+    });
     expect(result.code).toBe(0);
     expect(await loaded('t')).toEqual([{ t: null }]);
   });
 
   it('fails with exit 3 for infinity with source.infinity: error, loading nothing', async () => {
-    const { result, loaded, stage } = await exportTable('t timestamp', `(1, default, '-infinity')`, { infinity: 'error' });
+    const { result, loaded, stage } = await exportTable('t timestamp', `(1, default, '-infinity')`, {
+      infinity: 'error',
+    });
     expect(result.code).toBe(3);
     expect(message(result)).toContain('column t holds -infinity');
     expect(await loaded('t')).toBeUndefined();
@@ -103,7 +117,9 @@ describe('type policies', () => {
     expect(message(result)).toContain('column acl has type aclitem');
     expect(message(result)).toContain('source.casts.acl');
     expect(existsSync(join(stage, 'data'))).toBe(false);
-    const cast = await exportTable('acl aclitem', `(1, default, 'postgres=r/postgres')`, { casts: { acl: 'text' } });
+    const cast = await exportTable('acl aclitem', `(1, default, 'postgres=r/postgres')`, {
+      casts: { acl: 'text' },
+    });
     expect(cast.result.code).toBe(0);
     expect(await cast.loaded('acl')).toEqual([{ acl: 'postgres=r/postgres' }]);
   });

@@ -191,3 +191,269 @@ describe('Snowflake warehouse contract: loads', () => {
     expect(login).toMatchObject({ AUTHENTICATOR: 'SNOWFLAKE_JWT', LOGIN_NAME: 'loader_svc' });
   });
 });
+
+describe('Snowflake warehouse contract: modes', () => {
+  it('append replaces the window: a second load of the same window leaves each row once', async () => {
+    const j = job();
+    try {
+      await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(1, 5)]), { window: tripWindow(1, 5) }),
+      );
+      const from = server.statements.length;
+      const again = await stageParts(stageDir, 'trips', [trips(3, 5, 7)]);
+      const result = await j.warehouse.load(j.request(again, { window: tripWindow(3, 5) }));
+      expect(result).toMatchObject({ rowsLoaded: 3, rowsReplaced: 3 });
+      const del = server.executed(/^DELETE/).at(-1);
+      expect(sqlSince(from)).toContain(
+        `DELETE FROM ${j.table} WHERE (("UPDATED_AT" > CAST(:1 AS TIMESTAMP_LTZ)) OR ("UPDATED_AT" = CAST(:1 AS TIMESTAMP_LTZ) AND "TRIP_ID" > CAST(:2 AS NUMBER(19,0)))) AND (("UPDATED_AT" < CAST(:3 AS TIMESTAMP_LTZ)) OR ("UPDATED_AT" = CAST(:3 AS TIMESTAMP_LTZ) AND "TRIP_ID" <= CAST(:4 AS NUMBER(19,0))))`,
+      );
+      expect(del?.binds).toEqual([
+        '2024-05-01T00:02:00.000+00:00',
+        '2',
+        '2024-05-01T00:05:00.000+00:00',
+        '5',
+      ]);
+      const rows = await j.rows();
+      expect(rows.map((r) => [r.id, r.fare])).toEqual([
+        ['1', '11.00'],
+        ['2', '12.00'],
+        ['3', '13.07'],
+        ['4', '14.07'],
+        ['5', '15.07'],
+      ]);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('merge deletes the keys present in the files, then inserts, in one transaction', async () => {
+    const j = job();
+    try {
+      await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(1, 4)]), { mode: 'merge' }),
+      );
+      const from = server.statements.length;
+      const update = await stageParts(stageDir, 'trips', [[...trips(2, 2, 9), ...trips(6, 6, 9)]]);
+      const result = await j.warehouse.load(j.request(update, { mode: 'merge' }));
+      expect(result).toMatchObject({ rowsLoaded: 2, rowsReplaced: 1 });
+      const sql = sqlSince(from);
+      const staging = `"ANALYTICS"."RAW"."NIGHTSHIFT_STAGING_${update.runId.replace(/[^A-Za-z0-9]/g, '_')}"`;
+      expect(sql.slice(sql.indexOf('BEGIN TRANSACTION'))).toEqual([
+        'BEGIN TRANSACTION',
+        expect.stringMatching(/^COPY INTO /),
+        `DELETE FROM ${j.table} USING (SELECT DISTINCT s."trip_id" AS "TRIP_ID" FROM ${staging} AS s) AS k WHERE ${j.table}."TRIP_ID" = k."TRIP_ID"`,
+        expect.stringMatching(/^INSERT INTO /),
+        'COMMIT',
+        `DROP TABLE IF EXISTS ${staging}`,
+      ]);
+      expect((await j.rows()).map((r) => [r.id, r.fare])).toEqual([
+        ['1', '11.00'],
+        ['2', '12.09'],
+        ['3', '13.00'],
+        ['4', '14.00'],
+        ['6', '16.09'],
+      ]);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('replace deletes every row and inserts the export in one transaction', async () => {
+    const j = job();
+    try {
+      await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(1, 4)]), { mode: 'replace' }),
+      );
+      const result = await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(7, 8)]), { mode: 'replace' }),
+      );
+      expect(result).toMatchObject({ rowsLoaded: 2, rowsReplaced: 4 });
+      expect(server.executed(/^DELETE/).at(-1)?.sql).toBe(`DELETE FROM ${j.table}`);
+      expect((await j.rows()).map((r) => r.id)).toEqual(['7', '8']);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('loads into an existing table whose columns differ in case, converting only what the column needs', async () => {
+    const j = job();
+    await server.createTable(`"ANALYTICS"."RAW"."TRIPS_${j.n}"`, [
+      { name: 'TRIP_ID', type: 'NUMBER(38,0)' },
+      { name: 'UPDATED_AT', type: 'TIMESTAMP_LTZ(9)' },
+      { name: 'FARE_USD', type: 'NUMBER(12,2)' },
+      { name: 'REGION', type: 'VARCHAR(16)' },
+      { name: 'PAYLOAD', type: 'VARCHAR' },
+      { name: 'RIDE_ID', type: 'BINARY(16)' },
+      { name: 'TAGS', type: 'ARRAY' },
+      { name: 'LOADED_BY', type: 'VARCHAR' },
+    ]);
+    try {
+      const staged = await stageParts(stageDir, 'trips', [trips(1, 2)]);
+      await j.warehouse.load(j.request(staged));
+      const insert = server.executed(/^INSERT/).at(-1)?.sql ?? '';
+      expect(insert).toContain(
+        'SELECT s."trip_id", s."updated_at", s."fare_usd", s."region", s."payload", s."ride_id", s."tags" FROM',
+      );
+      expect(server.executed(/^CREATE TABLE/).filter((s) => s.sql.includes(`TRIPS_${j.n}"`))).toEqual([]);
+      const [row] = await server.query(
+        `SELECT "PAYLOAD" AS p, hex("RIDE_ID") AS r FROM "RAW"."TRIPS_${j.n}" ORDER BY "TRIP_ID" LIMIT 1`,
+      );
+      expect(row).toEqual({ p: '{"surge":1,"app":"v0"}', r: '00000000000040008000000000000001' });
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('names at most 1,000 files per COPY and sums the per-file rows of every chunk', async () => {
+    const j = job();
+    const one = await stageParts(stageDir, 'trips', [trips(1, 1)]);
+    const many = cloneParts(stageDir, 'trips', one.files[0], 1001);
+    try {
+      // The same trip 1,001 times: merge on nothing would duplicate, so load them as a replace.
+      const result = await j.warehouse.load(j.request(many, { mode: 'replace' }));
+      expect(result.rowsLoaded).toBe(1001);
+    } finally {
+      await j.warehouse.close();
+    }
+    const copies = server.executed(/^COPY INTO/).slice(-2);
+    const names = (sql: string) => [...sql.matchAll(/'(part-\d+\.parquet)'/g)].map((m) => m[1]);
+    expect(names(copies[0].sql)).toHaveLength(1000);
+    expect(names(copies[0].sql)[0]).toBe('part-00000.parquet');
+    expect(names(copies[1].sql)).toEqual(['part-01000.parquet']);
+    const sql = sqlSince(server.statements.indexOf(copies[0]) - 1);
+    expect(sql[0]).toBe('BEGIN TRANSACTION');
+    expect(sql.filter((s) => s === 'COMMIT')).toHaveLength(1);
+  });
+
+  it('loads a window with no rows (an empty part) and commits nothing new', async () => {
+    const j = job();
+    try {
+      const empty = await stageParts(stageDir, 'trips', [[]]);
+      const result = await j.warehouse.load(j.request(empty, { mode: 'replace' }));
+      expect(result).toMatchObject({ rowsLoaded: 0, rowsReplaced: 0 });
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('counts a window in the target (countWindow)', async () => {
+    const j = job();
+    try {
+      await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(1, 6)]), { window: tripWindow(1, 6) }),
+      );
+      expect(await j.warehouse.countWindow(`raw.trips_${j.n}`, tripWindow(2, 4))).toBe(3);
+      expect(await j.warehouse.countWindow('raw.no_such_table', tripWindow(2, 4))).toBeUndefined();
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+});
+
+describe('Snowflake warehouse contract: COPY results', () => {
+  it.each([
+    [
+      'LOAD_FAILED',
+      { status: 'LOAD_FAILED' as const, rowsLoaded: 0, firstError: "Numeric value 'x' is not recognized" },
+      /ended LOAD_FAILED with 0 of 2 rows: Numeric value 'x' is not recognized/,
+    ],
+    [
+      'PARTIALLY_LOADED',
+      { status: 'PARTIALLY_LOADED' as const, rowsLoaded: 1, firstError: 'bad row' },
+      /ended PARTIALLY_LOADED with 1 of 2 rows/,
+    ],
+    ['LOADED with fewer rows', { status: 'LOADED' as const, rowsLoaded: 1 }, /ended LOADED with 1 of 2 rows/],
+  ])('a file reported %s fails the load (exit 3) and rolls it back', async (_name, outcome, message) => {
+    const j = job();
+    try {
+      await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(1, 3)]), { window: tripWindow(1, 3) }),
+      );
+      const before = await j.rows();
+      const from = server.statements.length;
+      server.inject({ match: /^COPY INTO/, copy: outcome });
+      const err = await failure(
+        j.warehouse.load(
+          j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]), { window: tripWindow(1, 2) }),
+        ),
+      );
+      expect(err.exitCode).toBe(3);
+      expect(err.message).toMatch(message);
+      const sql = sqlSince(from);
+      expect(sql).toContain('ROLLBACK');
+      expect(sql).not.toContain('COMMIT');
+      expect(sql.some((s) => s.startsWith('DELETE') || s.startsWith('INSERT'))).toBe(false);
+      expect(await j.rows()).toEqual(before);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('"Copy executed with 0 files processed" when files were expected fails the load (exit 3)', async () => {
+    const j = job();
+    try {
+      server.inject({ match: /^COPY INTO/, copy: 'zero-files' });
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))),
+      );
+      expect(err.exitCode).toBe(3);
+      expect(err.message).toContain(
+        'COPY processed 0 of 1 files (2 rows): "Copy executed with 0 files processed."',
+      );
+      expect(err.hint).toMatch(/stage points at stage.url/);
+      expect(server.statements.at(-2)?.sql).toBe('ROLLBACK');
+      expect(await server.query(`SELECT count(*)::INT AS n FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 0 }]);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('the 0-files answer for files that hold no rows is not an error', async () => {
+    const j = job();
+    try {
+      server.inject({ match: /^COPY INTO/, copy: 'zero-files' });
+      const result = await j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [[]]), { mode: 'replace' }),
+      );
+      expect(result.rowsLoaded).toBe(0);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('files the manifest counts differently from what COPY loaded fail the load (exit 3)', async () => {
+    const j = job();
+    try {
+      const staged = await stageParts(stageDir, 'trips', [trips(1, 3)]);
+      const lying = { ...staged, files: staged.files.map((f) => ({ ...f, rows: 4 })) };
+      const err = await failure(j.warehouse.load(j.request(lying)));
+      expect(err.exitCode).toBe(3);
+      expect(err.message).toMatch(/ended LOADED with 3 of 4 rows/);
+      expect(await server.query(`SELECT count(*)::INT AS n FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 0 }]);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a file missing from the stage is named, with the stage to check (exit 2)', async () => {
+    const j = job();
+    try {
+      const staged = await stageParts(stageDir, 'trips', [trips(1, 1)]);
+      const missing = {
+        ...staged,
+        files: [
+          ...staged.files,
+          { ...staged.files[0], key: staged.files[0].key.replace('part-00000', 'part-00009') },
+        ],
+      };
+      const err = await failure(j.warehouse.load(j.request(missing, { expectedRows: 2 })));
+      expect(err.exitCode).toBe(2);
+      expect(err.message).toMatch(
+        /Remote file 's3:\/\/bucket\/prefix\/trips\/data\/.*part-00009.parquet' was not found/,
+      );
+      expect(err.hint).toContain('"ANALYTICS"."RAW"."NIGHTSHIFT_STAGE" must point at stage.url');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+});

@@ -209,7 +209,8 @@ export function windowCondition(
     param: (value, index) => {
       const column = resolveColumn(columns, window.columns[index], table);
       binds.push(boundValue(value, window.types[index]));
-      return `CAST(? AS ${castType(column)})`;
+      // Numbered binds: the lexicographic predicate uses a bound value more than once.
+      return `CAST(:${binds.length} AS ${castType(column)})`;
     },
   });
   return { sql, binds };

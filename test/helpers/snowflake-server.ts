@@ -656,8 +656,8 @@ export class FakeSnowflake {
   private translate(sql: string, session: Session): string {
     let n = 0;
     let out = sql.replace(
-      /((?:"(?:[^"]|"")*"\.){2}"(?:[^"]|"")*")|'(?:[^']|'')*'|\?/g,
-      (m, name: string | undefined) => {
+      /((?:"(?:[^"]|"")*"\.){2}"(?:[^"]|"")*")|'(?:[^']|'')*'|\?|:(\d+)\b/g,
+      (m, name: string | undefined, numbered: string | undefined) => {
         if (name) {
           const parsed = parseName(name);
           const info = this.tables.get(parsed.key);
@@ -671,6 +671,7 @@ export class FakeSnowflake {
           return this.duckName(parsed.key, info);
         }
         if (m === '?') return `$${++n}`;
+        if (numbered) return `$${numbered}`;
         return m;
       },
     );

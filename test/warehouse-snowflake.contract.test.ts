@@ -457,3 +457,338 @@ describe('Snowflake warehouse contract: COPY results', () => {
     }
   });
 });
+
+describe('Snowflake warehouse contract: retries and failures', () => {
+  it('a COPY whose response is lost is retried with the same requestId and runs once', async () => {
+    const j = job();
+    try {
+      server.inject({ match: /^COPY INTO/, dropResponse: true });
+      const staged = await stageParts(stageDir, 'trips', [trips(1, 3)]);
+      const result = await j.warehouse.load(j.request(staged));
+      expect(result.rowsLoaded).toBe(3);
+    } finally {
+      await j.warehouse.close();
+    }
+    const copy = server.executed(/^COPY INTO/).at(-1);
+    const posts = server.requests.filter((r) => r.path === '/queries/v1/query-request' && r.query.get('requestId') === copy?.requestId);
+    expect(posts).toHaveLength(2);
+    expect(posts[1].query.get('retryCount')).toBe('1');
+    expect(server.statements.filter((s) => s.requestId === copy?.requestId)).toHaveLength(1);
+    expect(await server.query(`SELECT count(*)::INT AS n, count(DISTINCT "TRIP_ID")::INT AS k FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 3, k: 3 }]);
+  });
+
+  it('a COMMIT whose response is lost is retried without committing twice', async () => {
+    const j = job();
+    try {
+      server.inject({ match: /^COMMIT$/, dropResponse: true });
+      const result = await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)])));
+      expect(result.rowsLoaded).toBe(2);
+    } finally {
+      await j.warehouse.close();
+    }
+    expect(await server.query(`SELECT count(*)::INT AS n FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 2 }]);
+  });
+
+  it('throttling (HTTP 429, then 503) is retried by the SDK with the same requestId, and the COPY runs once', async () => {
+    const j = job();
+    try {
+      server.inject({ match: /^COPY INTO/, httpStatus: 429 });
+      server.inject({ match: /^COPY INTO/, httpStatus: 503 });
+      const result = await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)])));
+      expect(result.rowsLoaded).toBe(2);
+    } finally {
+      await j.warehouse.close();
+    }
+    const copy = server.executed(/^COPY INTO/).at(-1);
+    const posts = server.requests.filter((r) => r.query.get('requestId') === copy?.requestId);
+    expect(posts.map((p) => p.query.get('retryCount'))).toEqual([null, '1', '2']);
+    expect(server.statements.filter((s) => s.requestId === copy?.requestId)).toHaveLength(1);
+  });
+
+  it('a statement that fails rolls the transaction back and leaves the table as it was (a type mismatch is exit 2)', async () => {
+    const j = job();
+    try {
+      await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 3)])));
+      const before = await j.rows();
+      const from = server.statements.length;
+      server.inject({
+        match: /^INSERT INTO/,
+        error: { code: '100038', sqlState: '22018', message: "Numeric value 'abc' is not recognized" },
+      });
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 3, 5)]))));
+      expect(err.exitCode).toBe(2);
+      expect(err.message).toBe(
+        `Snowflake could not insert into ${j.table}: a value does not fit the table: Numeric value 'abc' is not recognized`,
+      );
+      const sql = sqlSince(from);
+      expect(sql.slice(sql.indexOf('BEGIN TRANSACTION'))).toEqual([
+        'BEGIN TRANSACTION',
+        expect.stringMatching(/^COPY INTO/),
+        expect.stringMatching(/^DELETE FROM/),
+        'ROLLBACK',
+        expect.stringMatching(/^DROP TABLE IF EXISTS/),
+      ]);
+      expect(await j.rows()).toEqual(before);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a lock wait timeout is transient (exit 75) and rolls back', async () => {
+    const j = job();
+    try {
+      server.inject({
+        match: /^DELETE FROM/,
+        error: {
+          code: '000625',
+          sqlState: '57014',
+          message: `Statement '01b2' has locked table 'TRIPS' in transaction 1716 and this lock has not yet been released. Your statement '01b3' was aborted because the number of waiters for this lock exceeds the 20 statements limit.`,
+        },
+      });
+      await server.createTable(`"ANALYTICS"."RAW"."TRIPS_${j.n}"`, [{ name: 'TRIP_ID', type: 'NUMBER(19,0)' }, { name: 'UPDATED_AT', type: 'TIMESTAMP_LTZ(6)' }, { name: 'FARE_USD', type: 'NUMBER(10,2)' }, { name: 'REGION', type: 'VARCHAR' }, { name: 'PAYLOAD', type: 'VARIANT' }, { name: 'RIDE_ID', type: 'VARCHAR(36)' }, { name: 'TAGS', type: 'ARRAY' }]);
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))));
+      expect(err.exitCode).toBe(75);
+      expect(err.message).toMatch(/waited too long for a lock on "ANALYTICS"."RAW"."TRIPS_\d+"/);
+      expect(err.hint).toMatch(/lock_timeout/);
+      expect(server.statements.at(-2)?.sql).toBe('ROLLBACK');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a statement cancelled by its timeout is transient (exit 75)', async () => {
+    const j = job();
+    try {
+      server.inject({
+        match: /^COPY INTO/,
+        error: { code: '000630', sqlState: '57014', message: 'Statement reached its statement or warehouse timeout of 7,200 second(s) and was canceled.' },
+      });
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))));
+      expect(err.exitCode).toBe(75);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a long COPY is answered "in progress" and polled until its result arrives', async () => {
+    const j = job();
+    try {
+      server.inject({ match: /^COPY INTO/, delayMs: 1200 });
+      const result = await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)])));
+      expect(result.rowsLoaded).toBe(2);
+    } finally {
+      await j.warehouse.close();
+    }
+    const copy = server.executed(/^COPY INTO/).at(-1);
+    const polls = server.requests.filter((r) => r.method === 'GET' && r.path === `/queries/${copy?.queryId}/result`);
+    expect(polls.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('SIGTERM during the COPY cancels it, rolls back, and reports terminated (exit 143)', async () => {
+    const j = job();
+    const controller = new AbortController();
+    try {
+      server.inject({ match: /^COPY INTO/, delayMs: 1500 });
+      const load = j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]), { signal: controller.signal }));
+      setTimeout(() => controller.abort(), 400);
+      const err = await failure(load);
+      expect(err.exitCode).toBe(143);
+      expect(server.requests.some((r) => r.path.endsWith('/abort-request'))).toBe(true);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(await server.query(`SELECT count(*)::INT AS n FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 0 }]);
+      expect(server.statements.some((s) => s.sql === 'ROLLBACK')).toBe(true);
+      expect(server.executed(/^COMMIT$/).filter((s) => s.sessionId === server.statements.at(-1)?.sessionId)).toEqual([]);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+});
+
+describe('Snowflake warehouse contract: identity and permissions', () => {
+  it('a role without DELETE on the table is a permission error (exit 5) naming the privilege', async () => {
+    const owner = job();
+    try {
+      await owner.warehouse.load(owner.request(await stageParts(stageDir, 'trips', [trips(1, 2)])));
+    } finally {
+      await owner.warehouse.close();
+    }
+    const reader = new SnowflakeWarehouse(options({ user: 'reader_svc', role: 'READER', private_key_path: readerKeys.privateKeyPath }));
+    try {
+      const err = await failure(reader.load(owner.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.message).toContain(`Insufficient privileges to operate on table 'TRIPS_${owner.n}'`);
+      expect(err.hint).toContain(`the role READER needs DELETE on ${owner.table}`);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('a stage the role cannot use is a permission error (exit 5) naming USAGE on the stage', async () => {
+    const j = job({ stage: 'other_stage' });
+    try {
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.message).toContain("Stage 'ANALYTICS.RAW.OTHER_STAGE' does not exist or not authorized.");
+      expect(err.hint).toContain('USAGE on stage "ANALYTICS"."RAW"."OTHER_STAGE"');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a stage whose integration cannot read the bucket says what to check (exit 5)', async () => {
+    const j = job();
+    try {
+      server.inject({
+        match: /^COPY INTO/,
+        error: { code: '091003', sqlState: '22000', message: 'Failure using stage area. Cause: [Access Denied (Status Code: 403; Error Code: AccessDenied)]' },
+      });
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.message).toContain('Snowflake cannot read the stage "ANALYTICS"."RAW"."NIGHTSHIFT_STAGE"');
+      expect(err.hint).toMatch(/storage integration.*trust policy/);
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a warehouse the role cannot use is exit 5 with the GRANT to run', async () => {
+    const j = job();
+    try {
+      server.inject({
+        match: /^COPY INTO/,
+        error: { code: '000606', sqlState: '57P03', message: "No active warehouse selected in the current session.  Select an active warehouse with the 'use warehouse' command." },
+      });
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.hint).toBe('GRANT USAGE ON WAREHOUSE LOAD_WH TO ROLE LOADER, and check warehouse.snowflake.warehouse');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a key that is not the user\'s is refused at login (exit 5) with the key to check', async () => {
+    const j = job({ private_key_path: otherKeys.privateKeyPath });
+    try {
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.message).toBe('Snowflake refused the login of loader_svc: JWT token is invalid.');
+      expect(err.hint).toContain('ALTER USER loader_svc SET RSA_PUBLIC_KEY');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a wrong account is refused (exit 5) with the account to check', async () => {
+    const j = job({ account: 'myorg-typo' });
+    try {
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.message).toMatch(/refused the login \(HTTP 403\)/);
+      expect(err.hint).toContain('check warehouse.snowflake.account (myorg-typo)');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a role not granted to the user is refused (exit 5) with the GRANT to run', async () => {
+    const j = job({ role: 'SYSADMIN' });
+    try {
+      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      expect(err.exitCode).toBe(5);
+      expect(err.hint).toBe('GRANT ROLE SYSADMIN TO USER loader_svc, or fix warehouse.snowflake.role');
+    } finally {
+      await j.warehouse.close();
+    }
+  });
+
+  it('a missing key file is a configuration error (exit 2)', async () => {
+    const j = job({ private_key_path: join(tmp.dir, 'no-such-key.p8') });
+    const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+    expect(err.exitCode).toBe(2);
+    expect(err.message).toMatch(/cannot read warehouse.snowflake.private_key_path .*no-such-key.p8/);
+  });
+
+  it('an encrypted key logs in with its passphrase, and neither appears in errors', async () => {
+    const j = job({ user: 'locked_svc', private_key_path: encrypted.privateKeyPath, private_key_passphrase: passphrase });
+    try {
+      const result = await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)])));
+      expect(result.rowsLoaded).toBe(1);
+    } finally {
+      await j.warehouse.close();
+    }
+    const wrong = job({ user: 'locked_svc', private_key_path: encrypted.privateKeyPath, private_key_passphrase: 'wrong passphrase' });
+    const err = await failure(wrong.warehouse.load(wrong.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+    const text = JSON.stringify({ message: err.message, hint: err.hint, cause: String(err.cause) });
+    expect(text).not.toContain('wrong passphrase');
+    expect(text).not.toContain('PRIVATE KEY');
+    const pem = (await import('node:fs')).readFileSync(encrypted.privateKeyPath, 'utf8');
+    expect(redactor.redact(pem)).not.toContain(pem.split('\n')[1]);
+  });
+
+  it('WORKLOAD_IDENTITY logs in with the OIDC token read from its file, and no user or key', async () => {
+    process.env.SNOWFLAKE_WIF_ALLOWED_HOST_SUFFIXES = '127.0.0.1';
+    const j = job({
+      authenticator: 'WORKLOAD_IDENTITY',
+      user: undefined,
+      private_key_path: undefined,
+      workload_identity_provider: 'OIDC',
+      token_path: tokenPath,
+    });
+    try {
+      const result = await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)])));
+      expect(result.rowsLoaded).toBe(2);
+    } finally {
+      await j.warehouse.close();
+    }
+    expect(server.logins.at(-1)).toMatchObject({ AUTHENTICATOR: 'WORKLOAD_IDENTITY', PROVIDER: 'OIDC', TOKEN: oidcToken });
+    expect(redactor.redact(`token ${oidcToken}`)).not.toContain(oidcToken);
+  });
+
+  it('a Snowflake that cannot be reached at login is transient (exit 75)', async () => {
+    const down = new FakeSnowflake({ account: 'X', database: 'ANALYTICS', users: {}, stages: {} });
+    await down.start();
+    const url = down.url;
+    await down.stop();
+    const j = job({ access_url: url });
+    const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+    expect(err.exitCode).toBe(75);
+    expect(err.message).toMatch(/^cannot reach Snowflake at 127\.0\.0\.1:\d+/);
+  });
+});
+
+describe('Snowflake warehouse contract: long sessions', () => {
+  it('renews an expired session token and sends heartbeats during a long load', async () => {
+    const slow = new FakeSnowflake({
+      account: 'MYORG-NIGHTSHIFT',
+      database: 'ANALYTICS',
+      users: { LOADER_SVC: { publicKey: keys.publicKey, roles: ['LOADER'] } },
+      stages: { 'ANALYTICS.RAW.NIGHTSHIFT_STAGE': { dir: stageDir, url: 's3://bucket/prefix/' } },
+      sessionValiditySeconds: 1,
+      heartbeatSeconds: 1,
+      asyncAfterMs: 200,
+    });
+    await slow.start();
+    const warehouse = new SnowflakeWarehouse(options({ access_url: slow.url }));
+    try {
+      slow.inject({ match: /^COPY INTO/, delayMs: 2500 });
+      const staged = await stageParts(stageDir, 'trips', [trips(1, 2)]);
+      const result = await warehouse.load({
+        job: 'trips',
+        runId: staged.runId,
+        table: 'raw.trips_long',
+        mode: 'append',
+        files: staged.files,
+        columns: TRIP_COLUMNS,
+        window: tripWindow(1, 2),
+        key: ['trip_id'],
+        expectedRows: 2,
+      });
+      expect(result.rowsLoaded).toBe(2);
+      expect(slow.requests.some((r) => r.path === '/session/token-request')).toBe(true);
+      expect(slow.requests.some((r) => r.path === '/session/heartbeat')).toBe(true);
+    } finally {
+      await warehouse.close();
+      await slow.stop();
+    }
+  });
+});

@@ -172,6 +172,8 @@ export class FakeSnowflake {
   private readonly running = new Map<string, { done: Promise<Answer>; settled?: Answer }>();
   private readonly tables = new Map<string, TableInfo>();
   private readonly history = new Map<string, Set<string>>();
+  /** Query ids and request ids an abort-request named. */
+  private readonly cancelled = new Set<string>();
   private server: Server | undefined;
   private db: DuckDBInstance | undefined;
   private admin: DuckDBConnection | undefined;
@@ -255,7 +257,11 @@ export class FakeSnowflake {
       return this.send(res, ok(null));
     }
     if (path === '/session/heartbeat') return this.send(res, ok({}));
-    if (path.endsWith('/abort-request')) return this.send(res, ok(null));
+    if (path.endsWith('/abort-request')) {
+      const byId = /^\/queries\/([0-9a-f-]+)\/abort-request$/.exec(path)?.[1];
+      this.cancelled.add(byId ?? String(body.requestId ?? ''));
+      return this.send(res, ok(null));
+    }
     if (path === '/queries/v1/query-request') return this.queryRequest(req, res, url, body, session);
     const result = /^\/queries\/([0-9a-f-]+)\/result$/.exec(path);
     if (result) return this.send(res, await this.poll(result[1]));
@@ -475,6 +481,9 @@ export class FakeSnowflake {
   ): Promise<Answer> {
     await session.ready;
     if (fault?.delayMs) await sleep(fault.delayMs);
+    if (this.cancelled.has(queryId) || this.cancelled.has(requestId)) {
+      return fail('000604', '57014', 'SQL execution canceled', queryId);
+    }
     if (fault?.error) return fail(fault.error.code, fault.error.sqlState, fault.error.message, queryId);
     this.statements.push({ sql, binds, requestId, sessionId: session.id, queryId });
     try {

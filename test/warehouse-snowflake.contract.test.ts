@@ -7,12 +7,14 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { redactor } from '../src/config/redact.js';
+import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { NightshiftError } from '../src/errors.js';
 import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
-import { tempDir } from './helpers/env.js';
+import { freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
 import {
   cloneParts,
   keyPair,
@@ -470,11 +472,17 @@ describe('Snowflake warehouse contract: retries and failures', () => {
       await j.warehouse.close();
     }
     const copy = server.executed(/^COPY INTO/).at(-1);
-    const posts = server.requests.filter((r) => r.path === '/queries/v1/query-request' && r.query.get('requestId') === copy?.requestId);
+    const posts = server.requests.filter(
+      (r) => r.path === '/queries/v1/query-request' && r.query.get('requestId') === copy?.requestId,
+    );
     expect(posts).toHaveLength(2);
     expect(posts[1].query.get('retryCount')).toBe('1');
     expect(server.statements.filter((s) => s.requestId === copy?.requestId)).toHaveLength(1);
-    expect(await server.query(`SELECT count(*)::INT AS n, count(DISTINCT "TRIP_ID")::INT AS k FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 3, k: 3 }]);
+    expect(
+      await server.query(
+        `SELECT count(*)::INT AS n, count(DISTINCT "TRIP_ID")::INT AS k FROM "RAW"."TRIPS_${j.n}"`,
+      ),
+    ).toEqual([{ n: 3, k: 3 }]);
   });
 
   it('a COMMIT whose response is lost is retried without committing twice', async () => {
@@ -515,7 +523,9 @@ describe('Snowflake warehouse contract: retries and failures', () => {
         match: /^INSERT INTO/,
         error: { code: '100038', sqlState: '22018', message: "Numeric value 'abc' is not recognized" },
       });
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 3, 5)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 3, 5)]))),
+      );
       expect(err.exitCode).toBe(2);
       expect(err.message).toBe(
         `Snowflake could not insert into ${j.table}: a value does not fit the table: Numeric value 'abc' is not recognized`,
@@ -545,8 +555,18 @@ describe('Snowflake warehouse contract: retries and failures', () => {
           message: `Statement '01b2' has locked table 'TRIPS' in transaction 1716 and this lock has not yet been released. Your statement '01b3' was aborted because the number of waiters for this lock exceeds the 20 statements limit.`,
         },
       });
-      await server.createTable(`"ANALYTICS"."RAW"."TRIPS_${j.n}"`, [{ name: 'TRIP_ID', type: 'NUMBER(19,0)' }, { name: 'UPDATED_AT', type: 'TIMESTAMP_LTZ(6)' }, { name: 'FARE_USD', type: 'NUMBER(10,2)' }, { name: 'REGION', type: 'VARCHAR' }, { name: 'PAYLOAD', type: 'VARIANT' }, { name: 'RIDE_ID', type: 'VARCHAR(36)' }, { name: 'TAGS', type: 'ARRAY' }]);
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))));
+      await server.createTable(`"ANALYTICS"."RAW"."TRIPS_${j.n}"`, [
+        { name: 'TRIP_ID', type: 'NUMBER(19,0)' },
+        { name: 'UPDATED_AT', type: 'TIMESTAMP_LTZ(6)' },
+        { name: 'FARE_USD', type: 'NUMBER(10,2)' },
+        { name: 'REGION', type: 'VARCHAR' },
+        { name: 'PAYLOAD', type: 'VARIANT' },
+        { name: 'RIDE_ID', type: 'VARCHAR(36)' },
+        { name: 'TAGS', type: 'ARRAY' },
+      ]);
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))),
+      );
       expect(err.exitCode).toBe(75);
       expect(err.message).toMatch(/waited too long for a lock on "ANALYTICS"."RAW"."TRIPS_\d+"/);
       expect(err.hint).toMatch(/lock_timeout/);
@@ -561,9 +581,16 @@ describe('Snowflake warehouse contract: retries and failures', () => {
     try {
       server.inject({
         match: /^COPY INTO/,
-        error: { code: '000630', sqlState: '57014', message: 'Statement reached its statement or warehouse timeout of 7,200 second(s) and was canceled.' },
+        error: {
+          code: '000630',
+          sqlState: '57014',
+          message:
+            'Statement reached its statement or warehouse timeout of 7,200 second(s) and was canceled.',
+        },
       });
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))),
+      );
       expect(err.exitCode).toBe(75);
     } finally {
       await j.warehouse.close();
@@ -580,7 +607,9 @@ describe('Snowflake warehouse contract: retries and failures', () => {
       await j.warehouse.close();
     }
     const copy = server.executed(/^COPY INTO/).at(-1);
-    const polls = server.requests.filter((r) => r.method === 'GET' && r.path === `/queries/${copy?.queryId}/result`);
+    const polls = server.requests.filter(
+      (r) => r.method === 'GET' && r.path === `/queries/${copy?.queryId}/result`,
+    );
     expect(polls.length).toBeGreaterThanOrEqual(1);
   });
 
@@ -589,7 +618,9 @@ describe('Snowflake warehouse contract: retries and failures', () => {
     const controller = new AbortController();
     try {
       server.inject({ match: /^COPY INTO/, delayMs: 1500 });
-      const load = j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]), { signal: controller.signal }));
+      const load = j.warehouse.load(
+        j.request(await stageParts(stageDir, 'trips', [trips(1, 2)]), { signal: controller.signal }),
+      );
       setTimeout(() => controller.abort(), 400);
       const err = await failure(load);
       expect(err.exitCode).toBe(143);
@@ -597,7 +628,9 @@ describe('Snowflake warehouse contract: retries and failures', () => {
       await new Promise((r) => setTimeout(r, 1500));
       expect(await server.query(`SELECT count(*)::INT AS n FROM "RAW"."TRIPS_${j.n}"`)).toEqual([{ n: 0 }]);
       expect(server.statements.some((s) => s.sql === 'ROLLBACK')).toBe(true);
-      expect(server.executed(/^COMMIT$/).filter((s) => s.sessionId === server.statements.at(-1)?.sessionId)).toEqual([]);
+      expect(
+        server.executed(/^COMMIT$/).filter((s) => s.sessionId === server.statements.at(-1)?.sessionId),
+      ).toEqual([]);
     } finally {
       await j.warehouse.close();
     }
@@ -612,9 +645,13 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
     } finally {
       await owner.warehouse.close();
     }
-    const reader = new SnowflakeWarehouse(options({ user: 'reader_svc', role: 'READER', private_key_path: readerKeys.privateKeyPath }));
+    const reader = new SnowflakeWarehouse(
+      options({ user: 'reader_svc', role: 'READER', private_key_path: readerKeys.privateKeyPath }),
+    );
     try {
-      const err = await failure(reader.load(owner.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))));
+      const err = await failure(
+        reader.load(owner.request(await stageParts(stageDir, 'trips', [trips(1, 2)]))),
+      );
       expect(err.exitCode).toBe(5);
       expect(err.message).toContain(`Insufficient privileges to operate on table 'TRIPS_${owner.n}'`);
       expect(err.hint).toContain(`the role READER needs DELETE on ${owner.table}`);
@@ -626,7 +663,9 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
   it('a stage the role cannot use is a permission error (exit 5) naming USAGE on the stage', async () => {
     const j = job({ stage: 'other_stage' });
     try {
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
       expect(err.exitCode).toBe(5);
       expect(err.message).toContain("Stage 'ANALYTICS.RAW.OTHER_STAGE' does not exist or not authorized.");
       expect(err.hint).toContain('USAGE on stage "ANALYTICS"."RAW"."OTHER_STAGE"');
@@ -640,9 +679,16 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
     try {
       server.inject({
         match: /^COPY INTO/,
-        error: { code: '091003', sqlState: '22000', message: 'Failure using stage area. Cause: [Access Denied (Status Code: 403; Error Code: AccessDenied)]' },
+        error: {
+          code: '091003',
+          sqlState: '22000',
+          message:
+            'Failure using stage area. Cause: [Access Denied (Status Code: 403; Error Code: AccessDenied)]',
+        },
       });
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
       expect(err.exitCode).toBe(5);
       expect(err.message).toContain('Snowflake cannot read the stage "ANALYTICS"."RAW"."NIGHTSHIFT_STAGE"');
       expect(err.hint).toMatch(/storage integration.*trust policy/);
@@ -656,20 +702,31 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
     try {
       server.inject({
         match: /^COPY INTO/,
-        error: { code: '000606', sqlState: '57P03', message: "No active warehouse selected in the current session.  Select an active warehouse with the 'use warehouse' command." },
+        error: {
+          code: '000606',
+          sqlState: '57P03',
+          message:
+            "No active warehouse selected in the current session.  Select an active warehouse with the 'use warehouse' command.",
+        },
       });
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
       expect(err.exitCode).toBe(5);
-      expect(err.hint).toBe('GRANT USAGE ON WAREHOUSE LOAD_WH TO ROLE LOADER, and check warehouse.snowflake.warehouse');
+      expect(err.hint).toBe(
+        'GRANT USAGE ON WAREHOUSE LOAD_WH TO ROLE LOADER, and check warehouse.snowflake.warehouse',
+      );
     } finally {
       await j.warehouse.close();
     }
   });
 
-  it('a key that is not the user\'s is refused at login (exit 5) with the key to check', async () => {
+  it("a key that is not the user's is refused at login (exit 5) with the key to check", async () => {
     const j = job({ private_key_path: otherKeys.privateKeyPath });
     try {
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
       expect(err.exitCode).toBe(5);
       expect(err.message).toBe('Snowflake refused the login of loader_svc: JWT token is invalid.');
       expect(err.hint).toContain('ALTER USER loader_svc SET RSA_PUBLIC_KEY');
@@ -681,7 +738,9 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
   it('a wrong account is refused (exit 5) with the account to check', async () => {
     const j = job({ account: 'myorg-typo' });
     try {
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
       expect(err.exitCode).toBe(5);
       expect(err.message).toMatch(/refused the login \(HTTP 403\)/);
       expect(err.hint).toContain('check warehouse.snowflake.account (myorg-typo)');
@@ -693,7 +752,9 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
   it('a role not granted to the user is refused (exit 5) with the GRANT to run', async () => {
     const j = job({ role: 'SYSADMIN' });
     try {
-      const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
       expect(err.exitCode).toBe(5);
       expect(err.hint).toBe('GRANT ROLE SYSADMIN TO USER loader_svc, or fix warehouse.snowflake.role');
     } finally {
@@ -703,21 +764,33 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
 
   it('a missing key file is a configuration error (exit 2)', async () => {
     const j = job({ private_key_path: join(tmp.dir, 'no-such-key.p8') });
-    const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+    const err = await failure(
+      j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+    );
     expect(err.exitCode).toBe(2);
     expect(err.message).toMatch(/cannot read warehouse.snowflake.private_key_path .*no-such-key.p8/);
   });
 
   it('an encrypted key logs in with its passphrase, and neither appears in errors', async () => {
-    const j = job({ user: 'locked_svc', private_key_path: encrypted.privateKeyPath, private_key_passphrase: passphrase });
+    const j = job({
+      user: 'locked_svc',
+      private_key_path: encrypted.privateKeyPath,
+      private_key_passphrase: passphrase,
+    });
     try {
       const result = await j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)])));
       expect(result.rowsLoaded).toBe(1);
     } finally {
       await j.warehouse.close();
     }
-    const wrong = job({ user: 'locked_svc', private_key_path: encrypted.privateKeyPath, private_key_passphrase: 'wrong passphrase' });
-    const err = await failure(wrong.warehouse.load(wrong.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+    const wrong = job({
+      user: 'locked_svc',
+      private_key_path: encrypted.privateKeyPath,
+      private_key_passphrase: 'wrong passphrase',
+    });
+    const err = await failure(
+      wrong.warehouse.load(wrong.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+    );
     const text = JSON.stringify({ message: err.message, hint: err.hint, cause: String(err.cause) });
     expect(text).not.toContain('wrong passphrase');
     expect(text).not.toContain('PRIVATE KEY');
@@ -740,7 +813,11 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
     } finally {
       await j.warehouse.close();
     }
-    expect(server.logins.at(-1)).toMatchObject({ AUTHENTICATOR: 'WORKLOAD_IDENTITY', PROVIDER: 'OIDC', TOKEN: oidcToken });
+    expect(server.logins.at(-1)).toMatchObject({
+      AUTHENTICATOR: 'WORKLOAD_IDENTITY',
+      PROVIDER: 'OIDC',
+      TOKEN: oidcToken,
+    });
     expect(redactor.redact(`token ${oidcToken}`)).not.toContain(oidcToken);
   });
 
@@ -750,7 +827,9 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
     const url = down.url;
     await down.stop();
     const j = job({ access_url: url });
-    const err = await failure(j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))));
+    const err = await failure(
+      j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+    );
     expect(err.exitCode).toBe(75);
     expect(err.message).toMatch(/^cannot reach Snowflake at 127\.0\.0\.1:\d+/);
   });
@@ -790,5 +869,67 @@ describe('Snowflake warehouse contract: long sessions', () => {
       await warehouse.close();
       await slow.stop();
     }
+  });
+});
+
+describe('Snowflake warehouse contract: the CLI end to end', () => {
+  it('runs PostgreSQL -> Parquet on the stage -> COPY INTO Snowflake, twice, each row once', async () => {
+    const db = await freshDatabase();
+    await sql(db, TRIPS_DDL);
+    await sql(db, TRIPS_INSERT, [1, 500]);
+    const config = {
+      job: 'sf-e2e',
+      source: { url: db, table: 'public.trips', cursor: 'updated_at', key: ['trip_id'] },
+      stage: { url: pathToFileURL(stageDir).href },
+      warehouse: {
+        type: 'snowflake',
+        table: 'raw.e2e_trips',
+        mode: 'append',
+        snowflake: {
+          account: 'myorg-nightshift',
+          user: 'loader_svc',
+          role: 'loader',
+          warehouse: 'load_wh',
+          database: 'analytics',
+          schema: 'raw',
+          private_key_path: keys.privateKeyPath,
+          stage: 'nightshift_stage',
+          access_url: server.url,
+        },
+      },
+      temp_dir: join(tmp.dir, 'e2e-tmp'),
+      log: { format: 'json' },
+    };
+    const path = writeConfig(tmp.dir, config, 'sf-e2e.yaml');
+    const first = await runCli(['run', '--config', path]);
+    expect(first.code, first.stderr + first.stdout).toBe(0);
+    expect(first.summary).toMatchObject({
+      status: 'succeeded',
+      rows_source: 500,
+      rows_loaded: 500,
+      warehouse: { type: 'snowflake' },
+    });
+    await sql(db, TRIPS_INSERT, [501, 800]);
+    const second = await runCli(['run', '--config', path]);
+    expect(second.code, second.stderr + second.stdout).toBe(0);
+    expect(second.summary).toMatchObject({ rows_source: 300, rows_loaded: 300 });
+    const [facts] = await server.query(
+      'SELECT count(*)::INT AS n, count(DISTINCT "TRIP_ID")::INT AS k, sum("FARE_USD")::VARCHAR AS s FROM "RAW"."E2E_TRIPS"',
+    );
+    const [source] = await sql<{ s: string }>(db, 'SELECT sum(fare_usd)::text AS s FROM trips');
+    expect(facts).toEqual({ n: 800, k: 800, s: source.s });
+    const [row] = await server.query(
+      `SELECT CAST("STARTED_AT" AS VARCHAR) AS started, CAST("PAYLOAD" AS VARCHAR) AS payload FROM "RAW"."E2E_TRIPS" WHERE "TRIP_ID" = 7`,
+    );
+    const [pgRow] = await sql<{ started: string; payload: unknown }>(
+      db,
+      'SELECT started_at::text AS started, payload FROM trips WHERE trip_id = 7',
+      [],
+      ["SET TimeZone = 'UTC'"],
+    );
+    expect(row.started).toBe(pgRow.started);
+    expect(JSON.parse(String(row.payload))).toEqual(pgRow.payload);
+    const text = first.stdout + first.stderr + second.stdout + second.stderr;
+    expect(text).not.toContain('PRIVATE KEY');
   });
 });

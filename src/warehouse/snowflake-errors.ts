@@ -38,6 +38,8 @@ interface SdkError {
 const LOGIN_REFUSED = /^390(1\d\d|3\d\d|4\d\d)$/;
 /** Session codes the SDK could not recover from: gone, expired master token. */
 const SESSION_LOST = new Set(['390111', '390112', '390114']);
+/** SDK codes for a connection it has given up on (ERR_CONN_*_STATUS_DISCONNECTED). */
+const DISCONNECTED = new Set(['405503', '407002']);
 
 /** A cause without the SDK's response object, so nothing of the request travels into logs. */
 function plainCause(err: SdkError): Error {
@@ -103,7 +105,12 @@ export function statementError(err: unknown, ctx: StatementContext, scope: Error
   const state = e.sqlState ?? '';
   const status = e.response?.statusCode ?? e.response?.status;
   const what = `Snowflake could not ${ctx.action}`;
-  if (e.name === 'NetworkError' || SESSION_LOST.has(code) || state.startsWith('08')) {
+  if (
+    e.name === 'NetworkError' ||
+    SESSION_LOST.has(code) ||
+    DISCONNECTED.has(code) ||
+    state.startsWith('08')
+  ) {
     return transientError(`${what}: the connection to ${scope.host} failed: ${message}`, { cause });
   }
   if (status !== undefined && (status >= 500 || status === 429 || status === 408)) {

@@ -71,10 +71,12 @@ function loadSdk(): Promise<Sdk> {
 class Session {
   /** Query id of the last statement, for the summary. */
   lastQueryId: string | undefined;
+  /** The table the statements are about, for messages. */
+  table = '';
 
   constructor(
     private readonly connection: Connection,
-    private readonly scope: ErrorScope,
+    private readonly scope: Omit<ErrorScope, 'table'>,
   ) {}
 
   /** Runs one statement and returns its rows as objects. */
@@ -100,7 +102,7 @@ class Session {
           if (signal?.aborted) {
             return reject(new NightshiftError('terminated', `stopped while Snowflake ran: ${ctx.action}`));
           }
-          reject(statementError(err, ctx, this.scope));
+          reject(statementError(err, ctx, { ...this.scope, table: this.table }));
         },
       }) as RowStatement;
     });
@@ -211,7 +213,7 @@ export class SnowflakeWarehouse implements Warehouse {
       await new Promise<void>((resolve, reject) =>
         connection.connect((err) => (err ? reject(connectError(err, this.scopeFor(table))) : resolve())),
       );
-      return new Session(connection, this.scopeFor(table));
+      return new Session(connection, this.scope);
     })();
     // A failed login is not cached: the next call logs in again.
     this.session.catch(() => {
@@ -228,6 +230,7 @@ export class SnowflakeWarehouse implements Warehouse {
       target,
     );
     const session = await this.connect(target);
+    session.table = target.sql;
     await session.run(this.sessionSettings(request), { action: 'set the session parameters' });
     let columns = await this.describe(session, target);
     const created = !columns;
@@ -278,7 +281,8 @@ export class SnowflakeWarehouse implements Warehouse {
         );
       }
       const loadId = session.lastQueryId;
-      await session.run('COMMIT', { action: 'commit the load' }, [], signal);
+      // Not cancelled by SIGTERM: a COMMIT is short, and finishing it beats an unknown outcome.
+      await session.run('COMMIT', { action: 'commit the load' });
       return { rowsLoaded: inserted, rowsReplaced: replaced, ...(loadId ? { loadId } : {}) };
     } catch (err) {
       await session.run('ROLLBACK', { action: 'roll back the load' }).catch(() => undefined);
@@ -412,6 +416,7 @@ export class SnowflakeWarehouse implements Warehouse {
   async countWindow(table: string, window: Window): Promise<number | undefined> {
     const target = objectName(table, 'warehouse.table', this.defaults);
     const session = await this.connect(target);
+    session.table = target.sql;
     const columns = await this.describe(session, target);
     if (!columns) return undefined;
     const { sql, binds } = windowCondition(window, columns, target.sql);

@@ -821,6 +821,21 @@ describe('Snowflake warehouse contract: identity and permissions', () => {
     expect(redactor.redact(`token ${oidcToken}`)).not.toContain(oidcToken);
   });
 
+  it.each([503, 429])('a login answered HTTP %i is transient (exit 75)', async (status) => {
+    const j = job();
+    server.loginStatus = status;
+    try {
+      const err = await failure(
+        j.warehouse.load(j.request(await stageParts(stageDir, 'trips', [trips(1, 1)]))),
+      );
+      expect(err.exitCode).toBe(75);
+      expect(err.message).toMatch(new RegExp(`^Snowflake login failed with HTTP ${status}`));
+    } finally {
+      server.loginStatus = undefined;
+      await j.warehouse.close();
+    }
+  });
+
   it('a Snowflake that cannot be reached at login is transient (exit 75)', async () => {
     const down = new FakeSnowflake({ account: 'X', database: 'ANALYTICS', users: {}, stages: {} });
     await down.start();

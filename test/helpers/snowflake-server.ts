@@ -277,9 +277,14 @@ export class FakeSnowflake {
 
   // ---------------------------------------------------------------- login
 
+  /** Answer the next logins with this HTTP status (a 5xx outage, 429 throttling). */
+  loginStatus: number | undefined;
+
   private login(url: URL, body: Record<string, unknown>): Answer {
     const data = (body.data ?? {}) as Record<string, unknown>;
     this.logins.push(data);
+    if (this.loginStatus)
+      return { status: this.loginStatus, body: '<html><body>Service Unavailable</body></html>' };
     if (String(data.ACCOUNT_NAME ?? '').toUpperCase() !== this.options.account.toUpperCase()) {
       return { status: 403, body: '<html><body>403 Forbidden</body></html>' };
     }

@@ -39,12 +39,16 @@ async function ensureTable(url: string): Promise<void> {
   await client.connect();
   try {
     await client.query('CREATE TABLE IF NOT EXISTS bench_tables (name text PRIMARY KEY, rows bigint)');
-    const meta = await client.query<{ rows: string }>('SELECT rows FROM bench_tables WHERE name = $1', [table]);
+    const meta = await client.query<{ rows: string }>('SELECT rows FROM bench_tables WHERE name = $1', [
+      table,
+    ]);
     if (Number(meta.rows[0]?.rows) === rows) {
       log(`reusing ${table} (${rows.toLocaleString('en-US')} rows)`);
       return;
     }
-    log(`building ${table} with ${rows.toLocaleString('en-US')} rows (the generator of ../shared/bench/trips.sql)...`);
+    log(
+      `building ${table} with ${rows.toLocaleString('en-US')} rows (the generator of ../shared/bench/trips.sql)...`,
+    );
     await client.query(`DROP TABLE IF EXISTS ${table}`);
     const ddl = TRIPS_DDL.replace(/CREATE INDEX[^;]*;/, '').replace('trips', table);
     await client.query(ddl);
@@ -55,10 +59,10 @@ async function ensureTable(url: string): Promise<void> {
     }
     await client.query(`CREATE INDEX ${table}_updated_at ON ${table} (updated_at, trip_id)`);
     await client.query(`VACUUM ANALYZE ${table}`);
-    await client.query('INSERT INTO bench_tables VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET rows = $2', [
-      table,
-      rows,
-    ]);
+    await client.query(
+      'INSERT INTO bench_tables VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET rows = $2',
+      [table, rows],
+    );
   } finally {
     await client.end();
   }

@@ -75,6 +75,11 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
         jobIdPrefix: bq.job_id_prefix,
       });
     }
+    case 'snowflake': {
+      if (!wh.snowflake) throw configError('warehouse.type snowflake needs warehouse.snowflake');
+      const { SnowflakeWarehouse } = await import('./warehouse/snowflake.js');
+      return new SnowflakeWarehouse({ ...wh.snowflake, job: config.job });
+    }
     default:
       throw configError(`warehouse.type ${wh.type} is not available in this build`, {
         hint: 'use warehouse.type: duckdb',

@@ -211,12 +211,91 @@ const bigquery = z
 /** The BigQuery settings when the config has no `warehouse.bigquery` block. */
 export const bigQueryDefaults = () => bigquery.parse({});
 
+const snowflake = z
+  .strictObject({
+    account: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]+$/, 'expected an account identifier such as myorg-myaccount')
+      .describe(
+        'Account identifier, `<orgname>-<accountname>` (Snowsight: Admin > Accounts), or a legacy locator with its region (`xy12345.eu-west-1`).',
+      ),
+    user: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Login name of the service user. Required with `authenticator: SNOWFLAKE_JWT`.'),
+    role: z.string().min(1).optional().describe("Role the session uses (default: the user's default role)."),
+    warehouse: z.string().min(1).describe('Virtual warehouse that runs the COPY and the DML.'),
+    database: z.string().min(1).describe('Database of the target table, the staging table and the stage.'),
+    schema: z
+      .string()
+      .min(1)
+      .default('PUBLIC')
+      .describe('Schema of `warehouse.table` when the table name has none, and of the staging table.'),
+    authenticator: z
+      .enum(['SNOWFLAKE_JWT', 'WORKLOAD_IDENTITY'])
+      .default('SNOWFLAKE_JWT')
+      .describe(
+        "`SNOWFLAKE_JWT`: key-pair authentication with `private_key_path`. `WORKLOAD_IDENTITY`: the pod's cloud identity (`workload_identity_provider`), no secret at all.",
+      ),
+    private_key_path: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'PEM private key (PKCS#8) of the user, mounted from a Secret: `/var/run/secrets/snowflake/rsa_key.p8`. Required with `SNOWFLAKE_JWT`.',
+      ),
+    private_key_passphrase: z
+      .string()
+      .optional()
+      .describe(
+        'Passphrase of an encrypted private key, from a mounted file: `${file:/var/run/secrets/snowflake/passphrase}`. Secret.',
+      ),
+    workload_identity_provider: z
+      .enum(['AWS', 'GCP', 'AZURE', 'OIDC'])
+      .optional()
+      .describe(
+        'With `WORKLOAD_IDENTITY`: where the identity comes from. `AWS` (IRSA / EKS Pod Identity), `GCP` (GKE Workload Identity), `AZURE` (managed identity), or `OIDC` (a token file, such as a projected service account token).',
+      ),
+    token_path: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'With `workload_identity_provider: OIDC`: file holding the OIDC token, read at each login (a projected service account token with audience `snowflakecomputing.com`).',
+      ),
+    stage: z
+      .string()
+      .min(1)
+      .describe(
+        'External stage whose URL is `stage.url` (created with a storage integration), `name`, `schema.name` or `database.schema.name`. Files are loaded from it by their keys.',
+      ),
+    access_url: z
+      .string()
+      .regex(/^https?:\/\/[^/\s]+\/?$/, 'expected https://host[:port]')
+      .optional()
+      .describe(
+        'Endpoint, when it is not `https://<account>.snowflakecomputing.com` (PrivateLink: `https://<account>.privatelink.snowflakecomputing.com`).',
+      ),
+    lock_timeout: duration
+      .prefault('10m')
+      .describe(
+        'How long a statement waits for a lock on the target table (LOCK_TIMEOUT) before the run stops with exit 75.',
+      ),
+    statement_timeout: duration
+      .prefault('2h')
+      .describe(
+        'Longest a single statement (one COPY, the DELETE, the INSERT) may run (STATEMENT_TIMEOUT_IN_SECONDS).',
+      ),
+  })
+  .describe('The Snowflake warehouse: COPY INTO from an external stage over `stage.url`.');
+
 const warehouse = z
   .strictObject({
     type: z
-      .enum(['duckdb', 'bigquery'])
+      .enum(['duckdb', 'bigquery', 'snowflake'])
       .default('duckdb')
-      .describe('Warehouse kind: `duckdb` or `bigquery`.'),
+      .describe('Warehouse kind: `duckdb`, `bigquery` or `snowflake`.'),
     table: z
       .string()
       .min(1)
@@ -228,6 +307,7 @@ const warehouse = z
         "`append`: the window's rows replace whatever the warehouse holds for that window (idempotent per window). `merge`: upsert on `source.key`. `replace`: the table is replaced by the full export.",
       ),
     duckdb: duckdb.optional(),
+    snowflake: snowflake.optional(),
     bigquery: bigquery.optional(),
   })
   .describe('Where rows are loaded.');
@@ -367,6 +447,7 @@ export const configSchema = z
         message: 'warehouse.type bigquery loads from Cloud Storage: set stage.url to gs://bucket/prefix',
       });
     }
+    if (cfg.warehouse.type === 'snowflake') checkSnowflake(cfg.warehouse.snowflake, ctx);
     if (src.max_rows_per_run && cfg.warehouse.mode === 'replace') {
       ctx.addIssue({
         code: 'custom',
@@ -376,12 +457,36 @@ export const configSchema = z
     }
   });
 
+/** Cross-field rules of `warehouse.snowflake`. */
+function checkSnowflake(sf: z.infer<typeof snowflake> | undefined, ctx: z.RefinementCtx): void {
+  const at = (key: string, message: string) =>
+    ctx.addIssue({ code: 'custom', path: ['warehouse', 'snowflake', key], message });
+  if (!sf) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['warehouse', 'snowflake'],
+      message:
+        'warehouse.type snowflake needs warehouse.snowflake (account, warehouse, database, stage, ...)',
+    });
+    return;
+  }
+  if (sf.authenticator === 'SNOWFLAKE_JWT') {
+    if (!sf.user) at('user', 'SNOWFLAKE_JWT needs the login name of the user');
+    if (!sf.private_key_path) at('private_key_path', 'SNOWFLAKE_JWT needs the mounted private key file');
+  } else if (!sf.workload_identity_provider) {
+    at('workload_identity_provider', 'WORKLOAD_IDENTITY needs the provider: AWS, GCP, AZURE or OIDC');
+  } else if (sf.workload_identity_provider === 'OIDC' && !sf.token_path) {
+    at('token_path', 'workload_identity_provider OIDC needs the token file');
+  }
+}
+
 /** The validated, typed configuration. */
 export type Config = z.infer<typeof configSchema>;
 export type SourceConfig = Config['source'];
 export type StageConfig = Config['stage'];
 export type WarehouseConfig = Config['warehouse'];
+export type SnowflakeConfig = NonNullable<WarehouseConfig['snowflake']>;
 export type ParquetConfig = Config['parquet'];
 
 /** Keys whose values are secrets wherever they appear. */
-export const SECRET_KEYS: readonly string[] = ['source.url'];
+export const SECRET_KEYS: readonly string[] = ['source.url', 'warehouse.snowflake.private_key_passphrase'];

@@ -34,9 +34,10 @@ const STAGE = 'NIGHTSHIFT_LIVE_STAGE';
 const suffix = Math.random().toString(16).slice(2, 8).toUpperCase();
 
 describe.skipIf(!credentials)('Snowflake warehouse live', () => {
-  const tmp = tempDir('ns-snowflake-live-');
+  // Collected even when skipped: make the temp dir only when the suite will run.
+  const tmp = credentials ? tempDir('ns-snowflake-live-') : { dir: '', cleanup: () => undefined };
   const stageDir = join(tmp.dir, 'stage');
-  mkdirSync(stageDir, { recursive: true });
+  if (credentials) mkdirSync(stageDir, { recursive: true });
   let admin: Connection;
   const tables: string[] = [];
 

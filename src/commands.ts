@@ -18,7 +18,7 @@ export interface CommandArgs {
 }
 
 /** After SIGTERM, a run that has not finished cleanly by then is ended regardless. */
-const TERMINATION_DEADLINE_MS = 9_500;
+export const TERMINATION_DEADLINE_MS = 9_500;
 
 function setup(args: CommandArgs): { config: Config; log: Logger } {
   const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });

@@ -132,6 +132,30 @@ export const commands = {
     return 0;
   },
 
+  check: async (args: CommandArgs) => {
+    const { runChecks } = await import('./preflight/check.js');
+    const { redactor } = await import('./config/redact.js');
+    return runChecks({ path: args.configPath, overrides: args.overrides }, (line) =>
+      process.stdout.write(`${redactor.redact(line)}\n`),
+    );
+  },
+
+  whoami: async (args: CommandArgs) => {
+    const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
+    const { whoami } = await import('./preflight/report.js');
+    const { redactor } = await import('./config/redact.js');
+    process.stdout.write(`${redactor.redact((await whoami(config)).join('\n'))}\n`);
+    return 0;
+  },
+
+  iam: async (args: CommandArgs) => {
+    const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
+    const { iam } = await import('./preflight/report.js');
+    const { redactor } = await import('./config/redact.js');
+    process.stdout.write(`${redactor.redact((await iam(config)).join('\n'))}\n`);
+    return 0;
+  },
+
   demo: async (args: CommandArgs) => {
     const { runDemo } = await import('./demo/demo.js');
     const rows = typeof args.values.rows === 'string' ? Number(args.values.rows) : 1_000_000;

@@ -13,7 +13,12 @@ import { containerMemoryLimit, heapMbFor } from './memory.js';
 /** Commands that print and exit: never worth a second process. */
 const QUICK = new Set(['--version', '-V', '--help', '-h', 'help']);
 
-const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGKILL: 9,
+  SIGTERM: 15,
+};
 
 function heapAlreadySet(nodeOptions: string): boolean {
   return [...process.execArgv, ...nodeOptions.split(/\s+/)].some((a) => a.startsWith('--max-old-space-size'));

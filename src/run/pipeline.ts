@@ -67,7 +67,7 @@ interface Facts {
 }
 
 /** Part size when neither parquet.part_size_mb nor the warehouse says otherwise. */
-const DEFAULT_PART_MB = 256;
+export const DEFAULT_PART_MB = 256;
 
 /** Runs the request and returns one summary per window run (the last decides the exit code). */
 export async function executeRun(ctx: RunContext, request: RunRequest): Promise<RunSummary[]> {

@@ -8,9 +8,18 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { configError, NightshiftError, validationError } from '../errors.js';
+import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import { type Window, windowPredicate } from '../run/window.js';
 import type { ObjectStore } from '../store/store.js';
-import type { LoadPlan, LoadRequest, LoadResult, LoadSession, StagedFile, Warehouse } from './warehouse.js';
+import type {
+  LoadMode,
+  LoadPlan,
+  LoadRequest,
+  LoadResult,
+  LoadSession,
+  StagedFile,
+  Warehouse,
+} from './warehouse.js';
 
 export interface DuckDbOptions {
   path: string;
@@ -202,6 +211,40 @@ export class DuckDbWarehouse implements Warehouse {
   async close(): Promise<void> {
     this.instance?.closeSync();
     this.instance = undefined;
+  }
+
+  async identity(): Promise<Identity> {
+    return localIdentity(`the DuckDB file ${this.options.path}`);
+  }
+
+  accessNeeded(table: string, mode: LoadMode): AccessNeeds {
+    const { path, tempDir } = this.options;
+    return {
+      part: 'warehouse',
+      target: `DuckDB file ${path}, table ${table} (${mode})`,
+      grants: [
+        { permission: 'read, write, create', on: path, why: 'the database file, created when missing' },
+        {
+          permission: 'write, create, delete',
+          on: `${dirname(path)}/`,
+          why: "DuckDB's write-ahead log beside the file",
+        },
+        {
+          permission: 'write, create, delete',
+          on: join(tempDir, 'duckdb-spill'),
+          why: 'spill when a load exceeds memory_limit_mb',
+        },
+        ...(this.isLocal
+          ? []
+          : [
+              {
+                permission: 'write, delete',
+                on: `${tempDir}/`,
+                why: 'parts downloaded from the stage for the load',
+              },
+            ]),
+      ],
+    };
   }
 }
 

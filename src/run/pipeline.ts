@@ -12,6 +12,7 @@ import type { RuntimeSettings } from '../config/runtime.js';
 import type { Config } from '../config/schema.js';
 import { NightshiftError, toNightshiftError, validationError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { heapLimitMb } from '../memory.js';
 import { PartWriter } from '../parquet/writer.js';
 import { CopyBinaryDecoder } from '../source/decode.js';
 import { checkMaxRows, countInSnapshot, openSnapshot, type Snapshot } from '../source/postgres.js';
@@ -20,6 +21,7 @@ import { type ClaimedCheckpoint, claimCheckpoint, commitCheckpoint } from '../st
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
+import { untilAborted } from './abort.js';
 import { newRunId, partFileName } from './layout.js';
 import { buildManifest, writeManifest } from './manifest.js';
 import { backfillWindows, planWindow } from './plan.js';
@@ -279,9 +281,14 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       { files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table },
       'loading',
     );
+    // A load session (DuckDB) is interrupted and rolled back by the signal itself; a submitted
+    // warehouse job is left running for the next run to reconcile, so SIGTERM never waits on it.
     const loaded = session
       ? await session.commit(facts.rowsWritten)
-      : await args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten });
+      : await untilAborted(
+          args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten }),
+          args.signal,
+        );
     session = undefined;
     facts.rowsLoaded = loaded.rowsLoaded;
     facts.rowsReplaced = loaded.rowsReplaced ?? null;
@@ -458,6 +465,7 @@ function finish(
     bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
     duration_ms: Date.now() - started,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    heap_limit_mb: heapLimitMb(),
     stage,
     warehouse: {
       type: ctx.config.warehouse.type,

@@ -128,6 +128,16 @@ describe('nightshift check', () => {
 });
 
 describe('nightshift whoami and iam', () => {
+  it('are in --help, each with its own help', async () => {
+    const main = await runCli(['--help']);
+    for (const command of ['check', 'whoami', 'iam']) {
+      expect(main.stdout).toMatch(new RegExp(`^  ${command}\\s`, 'm'));
+      const h = await runCli([command, '--help']);
+      expect(h.code).toBe(0);
+      expect(h.stdout).toContain(`Usage: nightshift ${command}`);
+    }
+  });
+
   it('whoami names the database role and says a local stage uses no cloud identity', async () => {
     const j = await job();
     const r = await j.cli('whoami');

@@ -43,14 +43,14 @@ export function treeBytes(dir: string): number {
 }
 
 /**
- * The production install in a cache folder keyed by the lockfile and the prune script, with the
- * current dist/src copied in. `npm ci --omit=dev` as the Dockerfile runs it; where npm refuses the
- * lockfile only because the registry this machine reaches lacks other platforms' optional
- * packages, `npm install --omit=dev` with the same lockfile installs the same tree, and says so.
+ * The production install in a cache folder keyed by the lockfile and the scripts, with the
+ * current dist/src copied in: `npm ci --omit=dev` as the Dockerfile runs it (through
+ * tools/npm-ci.sh, which explains the one case where it falls back to npm install), then
+ * tools/prune-production.sh.
  */
 export function productionInstall(log: (line: string) => void = () => undefined): string {
-  const inputs = ['package.json', 'package-lock.json', 'tools/prune-production.sh'].map((f) =>
-    readFileSync(join(ROOT, f)),
+  const inputs = ['package.json', 'package-lock.json', 'tools/prune-production.sh', 'tools/npm-ci.sh'].map(
+    (f) => readFileSync(join(ROOT, f)),
   );
   const key = createHash('sha256').update(Buffer.concat(inputs)).digest('hex').slice(0, 16);
   // Outside the repository: Node looks for packages in every parent's node_modules, and the
@@ -60,18 +60,13 @@ export function productionInstall(log: (line: string) => void = () => undefined)
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     for (const f of ['package.json', 'package-lock.json']) cpSync(join(ROOT, f), join(dir, f));
-    const env = { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false' };
-    const ci = spawnSync('npm', ['ci', '--omit=dev'], { cwd: dir, env, encoding: 'utf8' });
-    if (ci.status !== 0) {
-      const missing = [...ci.stderr.matchAll(/Missing: (\S+)@(\S*) from lock file/g)];
-      if (!missing.length || missing.some((m) => m[2] !== '')) {
-        throw new Error(`npm ci --omit=dev failed:\n${ci.stderr}`);
-      }
-      log(
-        `npm ci refused the lockfile: the registry here lacks ${missing.length} optional packages of other platforms; installing the same tree with npm install --omit=dev`,
-      );
-      execFileSync('npm', ['install', '--omit=dev'], { cwd: dir, env, stdio: 'ignore' });
-    }
+    const install = spawnSync('sh', [join(ROOT, 'tools/npm-ci.sh'), '--omit=dev'], {
+      cwd: dir,
+      encoding: 'utf8',
+    });
+    if (install.status !== 0) throw new Error(`npm ci --omit=dev failed:\n${install.stderr}`);
+    if (install.stderr.includes('npm install from the same lockfile'))
+      log(install.stderr.trim().split('\n')[0]);
     execFileSync('sh', [join(ROOT, 'tools/prune-production.sh'), join(dir, 'node_modules')]);
     writeFileSync(join(dir, '.complete'), '');
   }

@@ -5,7 +5,7 @@
  * the image size budget and the start time of `nightshift --version`.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -111,17 +111,23 @@ describe('the image', () => {
 describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 GiB limit', () => {
   it('runs a real export, sizes the heap to the limit, and writes the termination message', async () => {
     const job = await podJob(5000);
+    // Airflow's KubernetesPodOperator reads the XCom value from this folder (/airflow/xcom there).
+    mkdirSync(join(job.dir, 'xcom'));
     const r = await runInPod(['run', '--config', '/mnt/nightshift.yaml'], {
       app,
       volume: job.dir,
       tmpBytes: 64 * 2 ** 20,
       memoryLimitBytes: GiB,
+      env: { NIGHTSHIFT_XCOM_DIR: '/mnt/xcom' },
     });
     expect(r.code, r.stdout + r.stderr).toBe(0);
     expect(r.summary).toMatchObject({ status: 'succeeded', rows_source: 5000, rows_loaded: 5000 });
     expect(r.summary?.heap_limit_mb).toBeGreaterThanOrEqual(heapMbFor(GiB));
     expect(r.summary?.heap_limit_mb).toBeLessThan(heapMbFor(GiB) + 64);
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ msg: 'run summary', status: 'succeeded' });
+    const xcom = JSON.parse(readFileSync(join(job.dir, 'xcom/return.json'), 'utf8'));
+    expect(xcom).toMatchObject({ msg: 'run summary', status: 'succeeded', rows_loaded: 5000 });
+    expect(r.summary).toMatchObject(xcom);
     expect(r.tmpAfter).toEqual([]);
     expect(await job.loaded()).toBe(5000);
     expect(job.checkpoint().watermark).not.toBeNull();
@@ -136,13 +142,13 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     const options = { app, volume: job.dir, tmpBytes: 256 * 1024, memoryLimitBytes: GiB };
     const check = await runInPod(['check', '--config', '/mnt/nightshift.yaml'], options);
     expect(check.code, check.stdout).toBe(2);
-    expect(check.stdout).toMatch(/FAIL\s+temp space\s+\/tmp has 0 MiB free/);
+    expect(check.stdout).toMatch(/FAIL\s+temp space\s+\/tmp has 0\.3 MiB free, a run needs about \d/);
     const r = await runInPod(['run', '--config', '/mnt/nightshift.yaml'], options);
     expect(r.code, r.stdout + r.stderr).toBe(2);
     expect(r.summary).toMatchObject({ status: 'failed', exit_code: 2, rows_loaded: null });
     const error = r.summary?.error as { message: string; hint: string };
-    expect(error.message).toContain('no space left on device');
-    expect(error.hint).toContain('emptyDir sizeLimit');
+    expect(error.message).toContain('temp_dir /tmp is full: no space left for part files');
+    expect(error.hint).toMatch(/give \/tmp at least \d+ MiB \(the emptyDir sizeLimit\)/);
     expect(job.checkpoint().watermark).toBeNull();
     expect(job.lease().released).toBe(true);
     expect(await job.loaded()).toBeUndefined();

@@ -13,7 +13,7 @@ import type { Config } from '../config/schema.js';
 import { configError, EXIT_CODES, NightshiftError, toNightshiftError } from '../errors.js';
 import type { Identity } from '../identity/principal.js';
 import { containerMemoryLimit, heapLimitMb } from '../memory.js';
-import { DEFAULT_PART_MB } from '../run/pipeline.js';
+import { DEFAULT_PART_MB, PARTS_ON_DISK } from '../run/pipeline.js';
 import { checkSource, sourceTableBytes } from '../source/access.js';
 import type { ObjectStore } from '../store/store.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
@@ -41,10 +41,11 @@ export interface CheckResult {
 }
 
 const MiB = 2 ** 20;
-/** Parts on disk at once: the one being written and two uploading (src/run/uploader.ts). */
-const PARTS_ON_DISK = 3;
 
-const mb = (bytes: number) => `${Math.round(bytes / MiB).toLocaleString('en-US')} MiB`;
+const mb = (bytes: number) =>
+  bytes < 10 * MiB
+    ? `${(bytes / MiB).toFixed(1)} MiB`
+    : `${Math.round(bytes / MiB).toLocaleString('en-US')} MiB`;
 
 export const CHECKS: readonly Check[] = [
   {

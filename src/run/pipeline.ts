@@ -10,7 +10,7 @@ import { createStore, createWarehouse } from '../adapters.js';
 import { redactedConfig } from '../config/load.js';
 import type { RuntimeSettings } from '../config/runtime.js';
 import type { Config } from '../config/schema.js';
-import { NightshiftError, toNightshiftError, validationError } from '../errors.js';
+import { configError, NightshiftError, toNightshiftError, validationError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { heapLimitMb } from '../memory.js';
 import { PartWriter } from '../parquet/writer.js';
@@ -432,12 +432,29 @@ async function exportWindow(
     for (const part of writer.finish(atLeastOne)) uploader.add(part);
   } catch (err) {
     writer.abort();
-    throw err;
+    throw noSpaceForParts(err, ctx.config.temp_dir, partBytes) ?? err;
   } finally {
     progress.stop();
   }
   log.info({ rows: writer.rows, copied, mb: Math.round(decoder.bytes / 1e6) }, 'export finished');
   return { rows: writer.rows, copied };
+}
+
+/** Parts on disk at once: the one being written and the uploads in flight (src/run/uploader.ts). */
+export const PARTS_ON_DISK = 3;
+
+/** ENOSPC from the part writer (its writes carry no path, unlike a full stage's) means temp_dir is full. */
+function noSpaceForParts(err: unknown, tempDir: string, partBytes: number): NightshiftError | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (e?.code !== 'ENOSPC' || e.path) return undefined;
+  const partMb = Math.round(partBytes / 2 ** 20);
+  return configError(
+    `temp_dir ${tempDir} is full: no space left for part files (parts of ${partMb} MiB, up to ${PARTS_ON_DISK} on disk at once)`,
+    {
+      cause: err,
+      hint: `give ${tempDir} at least ${Math.ceil(PARTS_ON_DISK * partMb * 1.1)} MiB (the emptyDir sizeLimit), or lower parquet.part_size_mb; nightshift check estimates what a run needs`,
+    },
+  );
 }
 
 function finish(

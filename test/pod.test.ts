@@ -5,7 +5,16 @@
  * the image size budget and the start time of `nightshift --version`.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -38,6 +47,19 @@ function volume(): string {
   const dir = mkdtempSync(join(tmpdir(), 'ns-pod-'));
   volumes.push(dir);
   return dir;
+}
+
+/** Waits until the server has no nightshift session in the test database; returns how many remain. */
+async function serverSessions(timeoutMs = 3000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [row] = await sql<{ n: string }>(
+      dbUrl,
+      "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'nightshift%'",
+    );
+    if (Number(row.n) === 0 || Date.now() > deadline) return Number(row.n);
+    await new Promise((done) => setTimeout(done, 50));
+  }
 }
 
 let tables = 0;
@@ -90,6 +112,19 @@ describe('the image', () => {
       '@kubernetes/client-node',
     ])
       expect(existsSync(join(app, 'node_modules', dev)), dev).toBe(false);
+  });
+
+  it("starts through the image's `nightshift` command (docker/nightshift), which needs no shell", () => {
+    const stub = join(volume(), 'nightshift');
+    const text = readFileSync(join(import.meta.dirname, '../docker/nightshift'), 'utf8');
+    expect(text.startsWith('#!/nodejs/bin/node\n')).toBe(true);
+    // The same file with this machine's node and the install's path for the image's /app.
+    writeFileSync(stub, text.replace('/nodejs/bin/node', process.execPath).replace('/app/', `${app}/`));
+    chmodSync(stub, 0o755);
+    const r = spawnSync(stub, ['--version'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(join(app, 'package.json'), 'utf8')).version);
+    expect(spawnSync(stub, ['fly'], { encoding: 'utf8' }).status).toBe(2);
   });
 
   it('answers --version through the entrypoint in under 150 ms', () => {
@@ -156,15 +191,66 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ exit_code: 2 });
   });
 
-  it('on SIGTERM mid-run: exit 143 within 10 s, lease released, checkpoint untouched, /tmp empty, summary written', async () => {
-    // A slow source (pg_sleep per row) with wide rows, so parts are staged while it runs.
-    const job = await podJob(0);
-    await sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${job.table}`), [1, 40_000]);
+  it('on SIGTERM while planning on a slow source: stops the query, releases the lease, writes the summary', async () => {
+    const job = await podJob(20_000);
+    // Every row costs 1 ms to read, and the upper bound of a capped window is the 19,000th row:
+    // planning takes about 19 s.
     const config = {
       job: 'trips',
       source: {
         url: dbUrl,
-        query: `SELECT t.*, repeat(md5(t.trip_id::text), 32) AS pad FROM ${job.table} t CROSS JOIN LATERAL (SELECT pg_sleep(0.0003)) s`,
+        query: `SELECT t.* FROM ${job.table} t WHERE length(pg_sleep(0.001)::text) = 0`,
+        cursor: 'updated_at',
+        key: ['trip_id'],
+        max_rows_per_run: 19_000,
+      },
+      stage: { url: 'file:///mnt/stage' },
+      warehouse: { table: 'analytics.trips', duckdb: { path: '/mnt/warehouse.duckdb' } },
+      log: { format: 'json' },
+    };
+    writeFileSync(join(job.dir, 'nightshift.yaml'), stringify(config));
+    let signalledAt = 0;
+    const r = await runInPod(
+      ['run', '--config', '/mnt/nightshift.yaml'],
+      { app, volume: job.dir, tmpBytes: 2 ** 20, memoryLimitBytes: GiB },
+      (entrypoint) => {
+        const leasePath = join(job.dir, 'stage/trips/state/lease.json');
+        const poll = setInterval(() => {
+          const pid = entrypoint();
+          if (!pid || !existsSync(leasePath)) return;
+          clearInterval(poll);
+          // Well into the upper-bound query.
+          setTimeout(() => {
+            signalledAt = Date.now();
+            process.kill(pid, 'SIGTERM');
+          }, 1500);
+        }, 50);
+      },
+    );
+    const took = Date.now() - signalledAt;
+    process.stderr.write(`SIGTERM while planning to exit: ${took} ms\n`);
+    expect(r.code, r.stdout + r.stderr).toBe(143);
+    expect(took).toBeLessThan(3000);
+    expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143 });
+    expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated' });
+    expect(r.summary?.window).toBeNull();
+    // The planning query stopped on the server too (client_connection_check_interval).
+    expect(await serverSessions()).toBe(0);
+    expect(job.lease().released).toBe(true);
+    expect(job.checkpoint().watermark).toBeNull();
+    expect(r.tmpAfter).toEqual([]);
+  });
+
+  const ROWS = 120_000;
+  it('on SIGTERM mid-run: exit 143 within 10 s, lease released, checkpoint untouched, /tmp empty, summary written', async () => {
+    // Wide rows (about 1 KB) and 1 MB parts: parts are staged while the COPY still streams.
+    const job = await podJob(0);
+    await sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${job.table}`), [1, ROWS]);
+    const config = {
+      job: 'trips',
+      source: {
+        url: dbUrl,
+        query: `SELECT t.*, repeat(md5(t.trip_id::text), 32) AS pad FROM ${job.table} t`,
         cursor: 'updated_at',
         key: ['trip_id'],
       },
@@ -200,33 +286,32 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     expect(job.checkpoint().watermark).toBeNull();
     expect(r.tmpAfter).toEqual([]);
     expect(await job.loaded()).toBeUndefined();
+    // Uploads were aborted, not left half-written, and no manifest claims the stopped run's files.
+    const stage = join(job.dir, 'stage/trips');
+    const files = readdirSync(stage, { recursive: true }).map(String);
+    expect(files.filter((f) => f.endsWith('.tmp') || f.includes('.lock'))).toEqual([]);
+    expect(files.filter((f) => f.startsWith('runs/'))).toEqual([]);
     // It stopped reading: the export's session is gone from the server.
-    let sessions = -1;
-    for (let i = 0; i < 40 && sessions !== 0; i++) {
-      if (i) await new Promise((done) => setTimeout(done, 50));
-      const [row] = await sql<{ n: string }>(
-        dbUrl,
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'nightshift%'",
-      );
-      sessions = Number(row.n);
-    }
-    expect(sessions).toBe(0);
+    expect(await serverSessions()).toBe(0);
 
-    // The next run loads the whole window exactly once, whatever the stopped run staged.
-    writeFileSync(
-      join(job.dir, 'nightshift.yaml'),
-      stringify({
-        ...config,
-        source: {
-          ...config.source,
-          query: `SELECT t.*, repeat(md5(t.trip_id::text), 32) AS pad FROM ${job.table} t`,
-        },
-      }),
-    );
-    const again = await runInPod(['run', '--config', '/mnt/nightshift.yaml'], options);
+    // A 120 MB window loaded in one DuckDB transaction spills to /tmp, which the part files share:
+    // 64 MiB is too little, and whichever runs out first says so with the fix (exit 2).
+    const spill = await runInPod(['run', '--config', '/mnt/nightshift.yaml'], options);
+    expect(spill.code, spill.stdout + spill.stderr).toBe(2);
+    expect(spill.summary?.error).toMatchObject({
+      code: 'config',
+      message: expect.stringMatching(/DuckDB ran out of memory and spill space|temp_dir \/tmp is full/),
+    });
+    expect(job.checkpoint().watermark).toBeNull();
+
+    // With room, the next run loads the whole window exactly once, whatever the stopped runs staged.
+    const again = await runInPod(['run', '--config', '/mnt/nightshift.yaml'], {
+      ...options,
+      tmpBytes: 512 * 2 ** 20,
+    });
     expect(again.code, again.stdout + again.stderr).toBe(0);
-    expect(again.summary).toMatchObject({ rows_loaded: 40_000 });
-    expect(await job.loaded()).toBe(40_000);
+    expect(again.summary).toMatchObject({ rows_loaded: ROWS });
+    expect(await job.loaded()).toBe(ROWS);
   });
 });
 

@@ -5,16 +5,29 @@
  * checkpoint did not move).
  */
 
-/** Settles like `work`, or rejects with the signal's reason as soon as it fires. */
-export function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+/**
+ * Settles like `work`, or rejects with the signal's reason as soon as it fires. `release` is
+ * called with what abandoned work resolves to later (a connection to close, a lease to release).
+ */
+export function untilAborted<T>(
+  work: Promise<T>,
+  signal: AbortSignal,
+  release?: (value: T) => unknown,
+): Promise<T> {
+  const abandon = () => {
+    // Whatever the abandoned work ends with is no longer anyone's concern, but what it holds is.
+    work.then(
+      (value) => Promise.resolve(release?.(value)).catch(() => undefined),
+      () => undefined,
+    );
+  };
   if (signal.aborted) {
-    work.catch(() => undefined);
+    abandon();
     return Promise.reject(signal.reason);
   }
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => {
-      // Whatever the abandoned work ends with is no longer anyone's concern.
-      work.catch(() => undefined);
+      abandon();
       reject(signal.reason);
     };
     signal.addEventListener('abort', onAbort, { once: true });

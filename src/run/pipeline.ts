@@ -87,13 +87,18 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   if (ctx.signal.aborted) onTerm();
   try {
     store = await createStore(config);
-    lease = await Lease.acquire({
-      store,
-      job: config.job,
-      runId: firstRunId,
-      ttlMs: config.lease.ttl,
-      onLost: (err) => stop.abort(err),
-    });
+    // A lease taken after SIGTERM gave up on it is released at once.
+    lease = await untilAborted(
+      Lease.acquire({
+        store,
+        job: config.job,
+        runId: firstRunId,
+        ttlMs: config.lease.ttl,
+        onLost: (err) => stop.abort(err),
+      }),
+      stop.signal,
+      (late) => late.release(),
+    );
     log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
     warehouse = await createWarehouse(config, store);
     const windows =
@@ -174,6 +179,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
   const facts = emptyFacts(args.runId);
   const tempDir = join(config.temp_dir, `nightshift-${args.runId}`);
   let snapshot: Snapshot | undefined;
+  let cut: (() => void) | undefined;
   let uploader: Uploader | undefined;
   let session: LoadSession | undefined;
   let status: RunStatus = 'succeeded';
@@ -186,7 +192,11 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       claimed = await claimCheckpoint(args.store, config.job, columns, args.lease.token);
       facts.checkpointBefore = claimed.record.watermark;
     }
-    snapshot = await openSnapshot(config.source);
+    // On SIGTERM, cut the connection: a planning query on a big table would otherwise run on.
+    snapshot = await untilAborted(openSnapshot(config.source), args.signal, (late) => late.destroy());
+    const opened = snapshot;
+    cut = () => opened.destroy();
+    args.signal.addEventListener('abort', cut, { once: true });
     const described = await snapshot.describeSource();
     const cursor = await snapshot.cursorInfo(described);
     const window = await planWindow(snapshot, config, cursor, claimed?.record.watermark, args.window);
@@ -323,6 +333,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     await session?.abort().catch(() => undefined);
     return finish(ctx, args.request, facts, started, e, args.store.url);
   } finally {
+    if (cut) args.signal.removeEventListener('abort', cut);
     await snapshot?.close().catch(() => undefined);
     await rm(tempDir, { recursive: true, force: true }).catch(() => undefined);
   }

@@ -363,6 +363,16 @@ async function scalar(con: DuckDBConnection, sql: string, values?: DuckDBValue[]
 function translate(err: unknown, table: string): Error {
   if (err instanceof NightshiftError) return err;
   const message = (err as Error).message ?? String(err);
+  if (/Out of Memory Error/i.test(message)) {
+    // The same load fails the same way on a retry: a configuration matter, not a transient one.
+    return configError(
+      `DuckDB ran out of memory and spill space loading into ${table}: ${message.split('\n')[0]}`,
+      {
+        cause: err,
+        hint: 'raise warehouse.duckdb.memory_limit_mb (and the pod memory limit), or give temp_dir more room: DuckDB spills a load there until it commits',
+      },
+    );
+  }
   if (/Binder Error|Conversion Error|Catalog Error|column/i.test(message)) {
     return configError(`DuckDB could not load into ${table}: ${message}`, {
       cause: err,

@@ -223,11 +223,16 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
       const raw = parseYaml(text.replaceAll(/\$\{file:[^}]+\}/g, 'secret'));
       const result = configSchema.safeParse(raw);
       const issues = result.success ? [] : result.error.issues;
-      // Stages and warehouses of other builds (gs://, s3://, bigquery, snowflake) are checked
-      // once those backends are part of the schema; everything else must be valid already.
-      const elsewhere = (p: PropertyKey[]) =>
-        p[0] === 'stage' || (p[0] === 'warehouse' && p[1] !== 'table' && p[1] !== 'mode');
-      expect(issues.filter((i) => !elsewhere(i.path))).toEqual([]);
+      // Stages and warehouses this build does not have yet (gs://, s3://, bigquery, snowflake):
+      // only those exact complaints are set aside; once their backends are in the schema, every
+      // key of theirs is checked here too.
+      const notInThisBuild = (i: (typeof issues)[number]) =>
+        (i.path.join('.') === 'stage.url' && /^(s3|gs):\/\//.test(raw.stage.url)) ||
+        (i.path.join('.') === 'warehouse.type' && i.code === 'invalid_value') ||
+        (i.path.join('.') === 'warehouse' &&
+          i.code === 'unrecognized_keys' &&
+          i.keys.every((k) => ['bigquery', 'snowflake', 'redshift'].includes(k)));
+      expect(issues.filter((i) => !notInThisBuild(i))).toEqual([]);
       if (overlay === 'local') expect(result.success).toBe(true);
       expect(raw.temp_dir).toBe('/tmp');
     });

@@ -31,6 +31,7 @@ COPY tools/prune-production.sh ./tools/
 RUN npm ci --omit=dev --no-audit --no-fund && sh tools/prune-production.sh node_modules
 
 FROM gcr.io/distroless/nodejs${NODE_MAJOR}-debian12:nonroot
+ARG NODE_MAJOR
 ARG VERSION=0.0.0-dev
 ARG REVISION=unknown
 ARG CREATED=unknown

@@ -32,6 +32,39 @@ describe('untilAborted', () => {
     await new Promise((r) => setTimeout(r, 10));
   });
 
+  it("gives work graceMs to stop by itself, so an adapter's own account wins", async () => {
+    const controller = new AbortController();
+    const ownAccount = new NightshiftError('terminated', 'stopped by SIGTERM; load job job_1 left running');
+    const honours = new Promise<number>((_, reject) => {
+      controller.signal.addEventListener('abort', () => setTimeout(() => reject(ownAccount), 50));
+    });
+    const waiting = untilAborted(honours, controller.signal, { graceMs: 2000 });
+    controller.abort(new Error('stopped by SIGTERM'));
+    await expect(waiting).rejects.toBe(ownAccount);
+    // Work that ignores the signal is given up on once the grace is over.
+    const other = new AbortController();
+    const started = Date.now();
+    const stuck = untilAborted(new Promise<number>(() => undefined), other.signal, { graceMs: 100 });
+    other.abort(new Error('stop'));
+    await expect(stuck).rejects.toThrow('stop');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(95);
+  });
+
+  it('releases what abandoned work resolves to later', async () => {
+    const controller = new AbortController();
+    let resolveLate: (v: string) => void = () => undefined;
+    const late = new Promise<string>((resolve) => {
+      resolveLate = resolve;
+    });
+    const released: string[] = [];
+    const waiting = untilAborted(late, controller.signal, { release: (v) => released.push(v) });
+    controller.abort(new Error('stop'));
+    await expect(waiting).rejects.toThrow('stop');
+    resolveLate('lease');
+    await new Promise((r) => setTimeout(r, 10));
+    expect(released).toEqual(['lease']);
+  });
+
   it('rejects at once when the signal already fired', async () => {
     const controller = new AbortController();
     controller.abort(new Error('already'));

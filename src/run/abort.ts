@@ -5,14 +5,21 @@
  * checkpoint did not move).
  */
 
-/**
- * Settles like `work`, or rejects with the signal's reason as soon as it fires. `release` is
- * called with what abandoned work resolves to later (a connection to close, a lease to release).
- */
+export interface UntilAbortedOptions<T> {
+  /** Called with what abandoned work resolves to later (a connection to close, a lease to release). */
+  release?: (value: T) => unknown;
+  /**
+   * How long work may take to stop by itself once the signal fired: an adapter that honours the
+   * signal answers with its own account ("load job left running"), which beats the bare reason.
+   */
+  graceMs?: number;
+}
+
+/** Settles like `work`, or rejects with the signal's reason once it fires (after `graceMs`). */
 export function untilAborted<T>(
   work: Promise<T>,
   signal: AbortSignal,
-  release?: (value: T) => unknown,
+  { release, graceMs = 0 }: UntilAbortedOptions<T> = {},
 ): Promise<T> {
   const abandon = () => {
     // Whatever the abandoned work ends with is no longer anyone's concern, but what it holds is.
@@ -26,18 +33,27 @@ export function untilAborted<T>(
     return Promise.reject(signal.reason);
   }
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
+    let timer: NodeJS.Timeout | undefined;
+    const giveUp = () => {
       abandon();
       reject(signal.reason);
     };
+    const onAbort = () => {
+      if (graceMs > 0) timer = setTimeout(giveUp, graceMs);
+      else giveUp();
+    };
     signal.addEventListener('abort', onAbort, { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
+    };
     work.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         resolve(value);
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         reject(err);
       },
     );

@@ -68,6 +68,12 @@ interface Facts {
   timings: Record<string, number>;
 }
 
+/**
+ * How long a warehouse load may take to stop after SIGTERM before the run stops waiting: the
+ * watchdog ends the process at 9.5 s, and releasing the lease and writing the summary need the rest.
+ */
+const LOAD_STOP_GRACE_MS = 6_000;
+
 /** Part size when neither parquet.part_size_mb nor the warehouse says otherwise. */
 export const DEFAULT_PART_MB = 256;
 
@@ -97,7 +103,7 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
         onLost: (err) => stop.abort(err),
       }),
       stop.signal,
-      (late) => late.release(),
+      { release: (late) => late.release() },
     );
     log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
     warehouse = await createWarehouse(config, store);
@@ -193,7 +199,9 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       facts.checkpointBefore = claimed.record.watermark;
     }
     // On SIGTERM, cut the connection: a planning query on a big table would otherwise run on.
-    snapshot = await untilAborted(openSnapshot(config.source), args.signal, (late) => late.destroy());
+    snapshot = await untilAborted(openSnapshot(config.source), args.signal, {
+      release: (late) => late.destroy(),
+    });
     const opened = snapshot;
     cut = () => opened.destroy();
     args.signal.addEventListener('abort', cut, { once: true });
@@ -291,13 +299,15 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       { files: facts.files.length, rows: facts.rowsWritten, table: config.warehouse.table },
       'loading',
     );
-    // A load session (DuckDB) is interrupted and rolled back by the signal itself; a submitted
-    // warehouse job is left running for the next run to reconcile, so SIGTERM never waits on it.
+    // A load session (DuckDB) is interrupted and rolled back by the signal itself. A warehouse
+    // gets LOAD_STOP_GRACE_MS to stop by itself and say what it left running; after that its job
+    // is left for the next run to reconcile, so SIGTERM never waits past the pod's grace period.
     const loaded = session
       ? await session.commit(facts.rowsWritten)
       : await untilAborted(
           args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten }),
           args.signal,
+          { graceMs: LOAD_STOP_GRACE_MS },
         );
     session = undefined;
     facts.rowsLoaded = loaded.rowsLoaded;

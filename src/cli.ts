@@ -8,7 +8,7 @@ import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { redactor } from './config/redact.js';
 import { EXIT_CODES, NightshiftError, toNightshiftError } from './errors.js';
 
-const COMMANDS = ['run', 'plan', 'backfill', 'demo', 'config', 'help'] as const;
+const COMMANDS = ['run', 'plan', 'backfill', 'check', 'whoami', 'iam', 'demo', 'config', 'help'] as const;
 type Command = (typeof COMMANDS)[number];
 
 const GLOBAL_OPTIONS = {
@@ -48,6 +48,9 @@ Commands:
   run        export the next window after the checkpoint, load it, validate, move the checkpoint
   plan       print the window, columns and object paths the next run would use; moves nothing
   backfill   export and load explicit windows [--from, --to); leaves the checkpoint alone
+  check      preflight: config, identity, source, stage, warehouse, temp space; moves no data
+  whoami     who each part of the job acts as (cloud identity, database role, local user)
+  iam        the least-privilege grants and policies the configured job needs
   demo       run the whole path on an embedded PostgreSQL and DuckDB (no cloud, nothing to install)
   config     print the effective configuration, secrets hidden
   help       help for a command: nightshift help backfill
@@ -89,6 +92,32 @@ lease is held, so scheduled runs wait (exit 4) until the backfill ends.
 ${GLOBAL_HELP}
 
 ${EXIT_HELP}`,
+  check: `Usage: nightshift check [--config file]
+
+Checks, without moving data, what a run needs: the configuration, the container's memory and
+heap, the identity of each part, the source (reachable, SELECT on the table, the cursor and key
+columns), the stage (writes, reads back and deletes a probe object), the warehouse (reachable,
+can write), and the free space in temp_dir against the expected export. One line per check, with
+the fix when it fails. Exits with the first failure's code (2 config, 5 identity or permission,
+75 transient), 0 when all pass.
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
+  whoami: `Usage: nightshift whoami [--config file]
+
+Prints who each part of the job acts as: the PostgreSQL role, and for the stage and the warehouse
+the identity mechanism (Workload Identity, IRSA, a key file, or none for local files) and the
+principal. Never prints a secret.
+
+${GLOBAL_HELP}`,
+  iam: `Usage: nightshift iam [--config file]
+
+Prints, as Markdown, the least-privilege access the configured job needs: the PostgreSQL grants
+(CONNECT, USAGE on the schema, SELECT on the table), and what the stage and the warehouse need,
+in their own terms (filesystem paths, IAM policy JSON, roles, grants), ready to apply.
+
+${GLOBAL_HELP}`,
   demo: `Usage: nightshift demo [--rows N] [--dir path]
 
 Starts an embedded PostgreSQL, fills a trips table (1,000,000 rows by default), runs the real

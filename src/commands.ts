@@ -19,7 +19,7 @@ export interface CommandArgs {
 }
 
 /** After SIGTERM, a run that has not finished cleanly by then is ended regardless. */
-const TERMINATION_DEADLINE_MS = 9_500;
+export const TERMINATION_DEADLINE_MS = 9_500;
 
 function setup(args: CommandArgs): { config: Config; log: Logger } {
   const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
@@ -132,6 +132,30 @@ export const commands = {
     }
     const { config, origin } = loadConfig({ path: args.configPath, overrides: args.overrides });
     process.stdout.write(`${JSON.stringify({ origin, config: redactedConfig(config) }, null, 2)}\n`);
+    return 0;
+  },
+
+  check: async (args: CommandArgs) => {
+    const { runChecks } = await import('./preflight/check.js');
+    const { redactor } = await import('./config/redact.js');
+    return runChecks({ path: args.configPath, overrides: args.overrides }, (line) =>
+      process.stdout.write(`${redactor.redact(line)}\n`),
+    );
+  },
+
+  whoami: async (args: CommandArgs) => {
+    const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
+    const { whoami } = await import('./preflight/report.js');
+    const { redactor } = await import('./config/redact.js');
+    process.stdout.write(`${redactor.redact((await whoami(config)).join('\n'))}\n`);
+    return 0;
+  },
+
+  iam: async (args: CommandArgs) => {
+    const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
+    const { iam } = await import('./preflight/report.js');
+    const { redactor } = await import('./config/redact.js');
+    process.stdout.write(`${redactor.redact((await iam(config)).join('\n'))}\n`);
     return 0;
   },
 

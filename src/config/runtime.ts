@@ -18,3 +18,13 @@ export function runtimeSettings(env: NodeJS.ProcessEnv = process.env): RuntimeSe
     failpoints: env.NIGHTSHIFT_FAILPOINTS || undefined,
   };
 }
+
+/** What the entrypoint needs before it starts the CLI. */
+export interface LaunchSettings {
+  /** NODE_OPTIONS as given: an explicit --max-old-space-size there wins over the computed one. */
+  nodeOptions: string;
+}
+
+export function launchSettings(env: NodeJS.ProcessEnv = process.env): LaunchSettings {
+  return { nodeOptions: env.NODE_OPTIONS ?? '' };
+}

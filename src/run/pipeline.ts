@@ -10,8 +10,9 @@ import { createStore, createWarehouse } from '../adapters.js';
 import { redactedConfig } from '../config/load.js';
 import type { RuntimeSettings } from '../config/runtime.js';
 import type { Config } from '../config/schema.js';
-import { NightshiftError, toNightshiftError, validationError } from '../errors.js';
+import { configError, NightshiftError, toNightshiftError, validationError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { heapLimitMb } from '../memory.js';
 import { PartWriter } from '../parquet/writer.js';
 import { CopyBinaryDecoder } from '../source/decode.js';
 import { checkMaxRows, countInSnapshot, openSnapshot, type Snapshot } from '../source/postgres.js';
@@ -25,6 +26,7 @@ import {
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
+import { untilAborted } from './abort.js';
 import { failpoint } from './failpoint.js';
 import { newRunId, partFileName } from './layout.js';
 import { buildManifest, writeManifest } from './manifest.js';
@@ -72,8 +74,14 @@ interface Facts {
   timings: Record<string, number>;
 }
 
+/**
+ * How long a warehouse load may take to stop after SIGTERM before the run stops waiting: the
+ * watchdog ends the process at 9.5 s, and releasing the lease and writing the summary need the rest.
+ */
+const LOAD_STOP_GRACE_MS = 6_000;
+
 /** Part size when neither parquet.part_size_mb nor the warehouse says otherwise. */
-const DEFAULT_PART_MB = 256;
+export const DEFAULT_PART_MB = 256;
 
 /** Runs the request and returns one summary per window run (the last decides the exit code). */
 export async function executeRun(ctx: RunContext, request: RunRequest): Promise<RunSummary[]> {
@@ -91,13 +99,18 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   if (ctx.signal.aborted) onTerm();
   try {
     store = await createStore(config);
-    lease = await Lease.acquire({
-      store,
-      job: config.job,
-      runId: firstRunId,
-      ttlMs: config.lease.ttl,
-      onLost: (err) => stop.abort(err),
-    });
+    // A lease taken after SIGTERM gave up on it is released at once.
+    lease = await untilAborted(
+      Lease.acquire({
+        store,
+        job: config.job,
+        runId: firstRunId,
+        ttlMs: config.lease.ttl,
+        onLost: (err) => stop.abort(err),
+      }),
+      stop.signal,
+      { release: (late) => late.release() },
+    );
     log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
     await failpoint('after-lease');
     warehouse = await createWarehouse(config, store);
@@ -179,6 +192,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
   const facts = emptyFacts(args.runId);
   const tempDir = join(config.temp_dir, `nightshift-${args.runId}`);
   let snapshot: Snapshot | undefined;
+  let cut: (() => void) | undefined;
   let uploader: Uploader | undefined;
   let session: LoadSession | undefined;
   let status: RunStatus = 'succeeded';
@@ -191,7 +205,13 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       claimed = await claimCheckpoint(args.store, config.job, columns, args.lease.token);
       facts.checkpointBefore = claimed.record.watermark;
     }
-    snapshot = await openSnapshot(config.source);
+    // On SIGTERM, cut the connection: a planning query on a big table would otherwise run on.
+    snapshot = await untilAborted(openSnapshot(config.source), args.signal, {
+      release: (late) => late.destroy(),
+    });
+    const opened = snapshot;
+    cut = () => opened.destroy();
+    args.signal.addEventListener('abort', cut, { once: true });
     const described = await snapshot.describeSource();
     const cursor = await snapshot.cursorInfo(described);
     const window = await planWindow(snapshot, config, cursor, claimed?.record.watermark, args.window);
@@ -291,9 +311,16 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     // A run paused past its lease must not load over its successor's rows.
     args.lease.assertHeld();
     if (claimed) await assertClaim(args.store, claimed);
+    // A load session (DuckDB) is interrupted and rolled back by the signal itself. A warehouse
+    // gets LOAD_STOP_GRACE_MS to stop by itself and say what it left running; after that its job
+    // is left for the next run to reconcile, so SIGTERM never waits past the pod's grace period.
     const loaded = session
       ? await session.commit(facts.rowsWritten)
-      : await args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten });
+      : await untilAborted(
+          args.warehouse.load({ ...loadPlan, files: facts.files, expectedRows: facts.rowsWritten }),
+          args.signal,
+          { graceMs: LOAD_STOP_GRACE_MS },
+        );
     session = undefined;
     facts.rowsLoaded = loaded.rowsLoaded;
     facts.rowsReplaced = loaded.rowsReplaced ?? null;
@@ -331,6 +358,7 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     await session?.abort().catch(() => undefined);
     return finish(ctx, args.request, facts, started, e, args.store.url);
   } finally {
+    if (cut) args.signal.removeEventListener('abort', cut);
     await snapshot?.close().catch(() => undefined);
     await rm(tempDir, { recursive: true, force: true }).catch(() => undefined);
   }
@@ -445,12 +473,29 @@ async function exportWindow(
     for (const part of writer.finish(atLeastOne)) uploader.add(part);
   } catch (err) {
     writer.abort();
-    throw err;
+    throw noSpaceForParts(err, ctx.config.temp_dir, partBytes) ?? err;
   } finally {
     progress.stop();
   }
   log.info({ rows: writer.rows, copied, mb: Math.round(decoder.bytes / 1e6) }, 'export finished');
   return { rows: writer.rows, copied };
+}
+
+/** Parts on disk at once: the one being written and the uploads in flight (src/run/uploader.ts). */
+export const PARTS_ON_DISK = 3;
+
+/** ENOSPC from the part writer (its writes carry no path, unlike a full stage's) means temp_dir is full. */
+function noSpaceForParts(err: unknown, tempDir: string, partBytes: number): NightshiftError | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (e?.code !== 'ENOSPC' || e.path) return undefined;
+  const partMb = Math.round(partBytes / 2 ** 20);
+  return configError(
+    `temp_dir ${tempDir} is full: no space left for part files (parts of ${partMb} MiB, up to ${PARTS_ON_DISK} on disk at once)`,
+    {
+      cause: err,
+      hint: `give ${tempDir} at least ${Math.ceil(PARTS_ON_DISK * partMb * 1.1)} MiB (the emptyDir sizeLimit), or lower parquet.part_size_mb; nightshift check estimates what a run needs`,
+    },
+  );
 }
 
 function finish(
@@ -478,6 +523,7 @@ function finish(
     bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
     duration_ms: Date.now() - started,
     peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    heap_limit_mb: heapLimitMb(),
     stage,
     warehouse: {
       type: ctx.config.warehouse.type,

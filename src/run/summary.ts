@@ -34,6 +34,8 @@ export interface RunSummary {
   duration_ms: number;
   /** Peak resident memory of the process so far, for sizing the pod's memory limit. */
   peak_rss_mb: number;
+  /** The V8 heap limit the process ran with (the entrypoint sizes it to the container's limit). */
+  heap_limit_mb: number;
   stage: string;
   warehouse: { type: string; table: string; mode: string };
   checkpoint: { before: string[] | null; after: string[] | null };

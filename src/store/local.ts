@@ -9,6 +9,7 @@ import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlin
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { configError } from '../errors.js';
+import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import {
   type ObjectInfo,
   type ObjectStore,
@@ -205,6 +206,43 @@ export class LocalStore implements ObjectStore {
 
   async download(key: string, path: string): Promise<void> {
     await copyFile(this.pathOf(key), path, constants.COPYFILE_FICLONE);
+  }
+
+  async identity(): Promise<Identity> {
+    return localIdentity('a file:// stage');
+  }
+
+  accessNeeded(job: string): AccessNeeds {
+    const dir = this.pathOf(job);
+    return {
+      part: 'stage',
+      target: `stage ${this.url}`,
+      principal: (process.getuid?.() ?? -1) >= 0 ? `uid ${process.getuid?.()}` : undefined,
+      grants: [
+        {
+          permission: 'write, create directories',
+          on: `${dir}/`,
+          why: 'part files, manifests, the lease and the checkpoint',
+        },
+        {
+          permission: 'read',
+          on: `${dir}/`,
+          why: 'the checkpoint and the lease; the warehouse reads part files in place',
+        },
+        {
+          permission: 'delete (rename, unlink)',
+          on: `${dir}/state/`,
+          why: 'atomic replace of the lease and checkpoint, lock files',
+        },
+      ],
+      documents: [
+        {
+          title: 'give the pod user the stage directory (a volume, or on the host)',
+          language: 'shell',
+          text: `mkdir -p ${dir} && chown -R ${process.getuid?.() ?? 65532}:${process.getgid?.() ?? 65532} ${dir} && chmod 0750 ${dir}`,
+        },
+      ],
+    };
   }
 }
 

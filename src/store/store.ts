@@ -3,6 +3,7 @@
  * Keys are relative to the stage URL and use `/`. Conditional writes are what make the lease and
  * the checkpoint safe when two runs overlap.
  */
+import type { AccessNeeds, Identity } from '../identity/principal.js';
 
 /** An object's identity after a write or a read. */
 export interface ObjectInfo {
@@ -72,4 +73,10 @@ export interface ObjectStore {
 
   /** Releases clients and sockets. */
   close?(): Promise<void>;
+
+  /** Who the store acts as (mechanism and principal), for `whoami` and `check`; never a secret. */
+  identity?(): Promise<Identity>;
+
+  /** The least-privilege access a job needs on this store, for `nightshift iam`. */
+  accessNeeded?(job: string): AccessNeeds;
 }

@@ -8,10 +8,19 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { configError, NightshiftError, validationError } from '../errors.js';
+import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import { failpoint } from '../run/failpoint.js';
 import { type Window, windowPredicate } from '../run/window.js';
 import type { ObjectStore } from '../store/store.js';
-import type { LoadPlan, LoadRequest, LoadResult, LoadSession, StagedFile, Warehouse } from './warehouse.js';
+import type {
+  LoadMode,
+  LoadPlan,
+  LoadRequest,
+  LoadResult,
+  LoadSession,
+  StagedFile,
+  Warehouse,
+} from './warehouse.js';
 
 export interface DuckDbOptions {
   path: string;
@@ -204,6 +213,40 @@ export class DuckDbWarehouse implements Warehouse {
     this.instance?.closeSync();
     this.instance = undefined;
   }
+
+  async identity(): Promise<Identity> {
+    return localIdentity(`the DuckDB file ${this.options.path}`);
+  }
+
+  accessNeeded(table: string, mode: LoadMode): AccessNeeds {
+    const { path, tempDir } = this.options;
+    return {
+      part: 'warehouse',
+      target: `DuckDB file ${path}, table ${table} (${mode})`,
+      grants: [
+        { permission: 'read, write, create', on: path, why: 'the database file, created when missing' },
+        {
+          permission: 'write, create, delete',
+          on: `${dirname(path)}/`,
+          why: "DuckDB's write-ahead log beside the file",
+        },
+        {
+          permission: 'write, create, delete',
+          on: join(tempDir, 'duckdb-spill'),
+          why: 'spill when a load exceeds memory_limit_mb',
+        },
+        ...(this.isLocal
+          ? []
+          : [
+              {
+                permission: 'write, delete',
+                on: `${tempDir}/`,
+                why: 'parts downloaded from the stage for the load',
+              },
+            ]),
+      ],
+    };
+  }
 }
 
 /**
@@ -322,6 +365,16 @@ async function scalar(con: DuckDBConnection, sql: string, values?: DuckDBValue[]
 function translate(err: unknown, table: string): Error {
   if (err instanceof NightshiftError) return err;
   const message = (err as Error).message ?? String(err);
+  if (/Out of Memory Error/i.test(message)) {
+    // The same load fails the same way on a retry: a configuration matter, not a transient one.
+    return configError(
+      `DuckDB ran out of memory and spill space loading into ${table}: ${message.split('\n')[0]}`,
+      {
+        cause: err,
+        hint: 'raise warehouse.duckdb.memory_limit_mb (and the pod memory limit), or give temp_dir more room: DuckDB spills a load there until it commits',
+      },
+    );
+  }
   if (/Binder Error|Conversion Error|Catalog Error|column/i.test(message)) {
     return configError(`DuckDB could not load into ${table}: ${message}`, {
       cause: err,

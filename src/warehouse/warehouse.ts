@@ -2,6 +2,7 @@
  * The Warehouse port: load exactly a run's staged Parquet files with the warehouse's own bulk
  * load, idempotently per window, and report how many rows it loaded.
  */
+import type { AccessNeeds, Identity } from '../identity/principal.js';
 import type { ColumnSpec } from '../parquet/schema.js';
 import type { Window } from '../run/window.js';
 
@@ -84,4 +85,10 @@ export interface Warehouse {
 
   /** Releases connections. */
   close(): Promise<void>;
+
+  /** Who the warehouse is reached as (mechanism and principal), for `whoami`; never a secret. */
+  identity?(): Promise<Identity>;
+
+  /** The least-privilege access loading `table` in `mode` needs, for `nightshift iam`. */
+  accessNeeded?(table: string, mode: LoadMode): AccessNeeds;
 }

@@ -5,11 +5,14 @@ export async function duckQuery(path: string, sql: string): Promise<Record<strin
   const instance = await DuckDBInstance.create(path, path === ':memory:' ? {} : { access_mode: 'READ_ONLY' });
   try {
     const con = await instance.connect();
-    await con.run("SET TimeZone = 'UTC'");
-    const reader = await con.runAndReadAll(sql);
-    const rows = reader.getRowObjectsJson() as Record<string, unknown>[];
-    con.closeSync();
-    return rows;
+    try {
+      await con.run("SET TimeZone = 'UTC'");
+      const reader = await con.runAndReadAll(sql);
+      return reader.getRowObjectsJson() as Record<string, unknown>[];
+    } finally {
+      // A connection left open keeps the file locked against the next run.
+      con.closeSync();
+    }
   } finally {
     instance.closeSync();
   }

@@ -80,6 +80,32 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
       const { SnowflakeWarehouse } = await import('./warehouse/snowflake.js');
       return new SnowflakeWarehouse({ ...wh.snowflake, job: config.job });
     }
+    case 'redshift': {
+      const rs = wh.redshift;
+      if (!rs) throw configError('warehouse.type redshift needs warehouse.redshift');
+      const { RedshiftData } = await import('@aws-sdk/client-redshift-data');
+      // The default credential chain: IRSA or EKS Pod Identity in a pod, no static keys.
+      const client = new RedshiftData({
+        ...(rs.region ? { region: rs.region } : {}),
+        ...(rs.endpoint ? { endpoint: rs.endpoint } : {}),
+      });
+      const { RedshiftWarehouse } = await import('./warehouse/redshift.js');
+      return new RedshiftWarehouse(
+        client,
+        {
+          workgroup: rs.workgroup,
+          cluster: rs.cluster,
+          database: rs.database,
+          schema: rs.schema,
+          secretArn: rs.secret_arn,
+          dbUser: rs.db_user,
+          iamRole: rs.iam_role,
+          region: rs.region ?? (await client.config.region().catch(() => undefined)),
+          statementTimeoutMs: rs.statement_timeout,
+        },
+        store,
+      );
+    }
     default:
       throw configError(`warehouse.type ${wh.type} is not available in this build`, {
         hint: 'use warehouse.type: duckdb',

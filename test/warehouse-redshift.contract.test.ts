@@ -250,6 +250,505 @@ describe('Redshift warehouse contract: loads', () => {
   });
 });
 
+describe('Redshift warehouse contract: modes', () => {
+  it('append replaces the window: a rerun of the window leaves each row once, with the new values', async () => {
+    const j = job();
+    const wh = warehouse();
+    await wh.load(j.request(await stage([trips(1, 3)])));
+    const from = server.requests.length;
+    const result = await wh.load(j.request(await stage([trips(2, 4, 50)]), { window: tripWindow(2, 4) }));
+    await wh.close();
+    expect(result).toMatchObject({ rowsLoaded: 3, rowsReplaced: 2 });
+    const body = requestsSince(from, 'BatchExecuteStatement')[0].body;
+    const sqls = body.Sqls as string[];
+    // The table exists: no CREATE TABLE, and the window's rows are deleted before the insert.
+    expect(sqls.some((q) => q.startsWith('CREATE TABLE'))).toBe(false);
+    expect(sqls[4]).toBe(
+      `DELETE FROM ${j.sql} WHERE (("updated_at" > CAST(:w1 AS TIMESTAMPTZ)) OR ("updated_at" = CAST(:w1 AS TIMESTAMPTZ) AND "trip_id" > CAST(:w2 AS BIGINT))) AND (("updated_at" < CAST(:w3 AS TIMESTAMPTZ)) OR ("updated_at" = CAST(:w3 AS TIMESTAMPTZ) AND "trip_id" <= CAST(:w4 AS BIGINT)))`,
+    );
+    expect(body.Parameters).toEqual([
+      { name: 'expected_rows', value: '3' },
+      { name: 'w1', value: '2024-05-01 00:01:00.000+00:00' },
+      { name: 'w2', value: '1' },
+      { name: 'w3', value: '2024-05-01 00:04:00.000+00:00' },
+      { name: 'w4', value: '4' },
+    ]);
+    expect((await j.rows()).map((r) => [r.id, r.fare])).toEqual([
+      ['1', '11.00'],
+      ['2', '12.50'],
+      ['3', '13.50'],
+      ['4', '14.50'],
+    ]);
+  });
+
+  it('merge replaces the rows of the keys in the files and keeps the others', async () => {
+    const j = job();
+    const wh = warehouse();
+    await wh.load(j.request(await stage([trips(1, 4)]), { mode: 'merge' }));
+    const from = server.requests.length;
+    const result = await wh.load(j.request(await stage([trips(3, 5, 70)]), { mode: 'merge' }));
+    await wh.close();
+    expect(result).toMatchObject({ rowsLoaded: 3, rowsReplaced: 2 });
+    const sqls = requestsSince(from, 'BatchExecuteStatement')[0].body.Sqls as string[];
+    const staging = sqls[1].slice('CREATE TEMP TABLE '.length, sqls[1].indexOf(' ('));
+    expect(sqls[4]).toBe(
+      `DELETE FROM ${j.sql} USING (SELECT DISTINCT s."trip_id" AS "trip_id" FROM ${staging} AS s) AS k WHERE ${j.sql}."trip_id" = k."trip_id"`,
+    );
+    expect((await j.rows()).map((r) => [r.id, r.fare])).toEqual([
+      ['1', '11.00'],
+      ['2', '12.00'],
+      ['3', '13.70'],
+      ['4', '14.70'],
+      ['5', '15.70'],
+    ]);
+  });
+
+  it('replace deletes every row and loads the files', async () => {
+    const j = job();
+    const wh = warehouse();
+    await wh.load(j.request(await stage([trips(1, 4)])));
+    const from = server.requests.length;
+    const result = await wh.load(j.request(await stage([trips(7, 8)]), { mode: 'replace' }));
+    await wh.close();
+    expect(result).toMatchObject({ rowsLoaded: 2, rowsReplaced: 4 });
+    expect((requestsSince(from, 'BatchExecuteStatement')[0].body.Sqls as string[])[4]).toBe(
+      `DELETE FROM ${j.sql}`,
+    );
+    expect((await j.rows()).map((r) => r.id)).toEqual(['7', '8']);
+  });
+
+  it('a window with no files empties the window: no manifest, no COPY, no count check', async () => {
+    const j = job();
+    const wh = warehouse();
+    await wh.load(j.request(await stage([trips(1, 4)]), { window: tripWindow(1, 4) }));
+    const from = server.requests.length;
+    const empty = { runId: (await stage([[]])).runId, files: [] };
+    const result = await wh.load(j.request(empty, { window: tripWindow(2, 3) }));
+    await wh.close();
+    expect(result).toMatchObject({ rowsLoaded: 0, rowsReplaced: 2 });
+    const body = requestsSince(from, 'BatchExecuteStatement')[0].body;
+    expect((body.Sqls as string[]).map((q) => q.split(' ')[0])).toEqual([
+      'SET',
+      'CREATE',
+      'DELETE',
+      'INSERT',
+    ]);
+    expect((body.Parameters as { name: string }[]).map((p) => p.name)).toEqual(['w1', 'w2', 'w3', 'w4']);
+    expect((await j.rows()).map((r) => r.id)).toEqual(['1', '4']);
+  });
+
+  it('loads into an existing table with only SELECT, INSERT and DELETE on it, converting to its own column types', async () => {
+    const j = job();
+    await server.admin(
+      `CREATE TABLE ${j.sql} (trip_id BIGINT, updated_at TIMESTAMPTZ, fare_usd DECIMAL(12,3), region VARCHAR(8), payload VARCHAR(1000), ride_id CHAR(36), tags SUPER, note VARCHAR(20) DEFAULT 'kept')`,
+    );
+    await server.admin(`GRANT SELECT, INSERT, DELETE ON ${j.sql} TO "${LOADER}"`);
+    const wh = warehouse();
+    const staged = await stage([trips(1, 3)]);
+    const from = server.requests.length;
+    await wh.load(j.request(staged));
+    await wh.close();
+    const sqls = requestsSince(from, 'BatchExecuteStatement')[0].body.Sqls as string[];
+    // JSON into a VARCHAR column stays text; the UUID is formatted for the CHAR column.
+    expect(sqls.at(-1)).toContain(`s."region", s."payload", ${uuidText('s."ride_id"')}, s."tags" FROM`);
+    // The window bounds are cast to the table's own types (its columns were read across pages).
+    expect(sqls[4]).toContain('CAST(:w2 AS BIGINT)');
+    expect(requestsSince(from, 'GetStatementResult').filter((r) => r.body.NextToken).length).toBeGreaterThan(
+      1,
+    );
+    const rows = await server.admin(
+      `SELECT trip_id, CAST(fare_usd AS text) AS fare, payload, ride_id, note FROM ${j.sql} ORDER BY 1`,
+    );
+    expect(rows[1]).toEqual({
+      trip_id: '2',
+      fare: '12.000',
+      payload: '{"surge":2,"app":"v0"}',
+      ride_id: '00000000-0000-4000-8000-000000000002',
+      note: 'kept',
+    });
+  });
+
+  it('counts the rows of a window, and answers undefined for a missing table', async () => {
+    const j = job();
+    const wh = warehouse();
+    await wh.load(j.request(await stage([trips(1, 6)]), { window: tripWindow(1, 6) }));
+    expect(await wh.countWindow(j.table, tripWindow(2, 4))).toBe(3);
+    expect(await wh.countWindow('raw.no_such_table', tripWindow(2, 4))).toBeUndefined();
+    await wh.close();
+  });
+});
+
+describe('Redshift warehouse contract: authentication and targets', () => {
+  it('Secrets Manager: the secret names the database user, and the Data API gets the secret ARN', async () => {
+    const j = job();
+    const from = server.requests.length;
+    const wh = warehouse({ secretArn: SECRET });
+    await wh.load(j.request(await stage([trips(1, 2)])));
+    await wh.close();
+    for (const r of requestsSince(from).filter((q) => q.op.includes('Execute'))) {
+      expect(r.body).toMatchObject({ WorkgroupName: 'analytics', Database: 'dev', SecretArn: SECRET });
+    }
+    const [owner] = await server.admin(
+      'SELECT tableowner FROM pg_tables WHERE schemaname = $1 AND tablename = $2',
+      ['raw', j.table.slice(4)],
+    );
+    expect(owner.tableowner).toBe('loader_secret');
+  });
+
+  it('a provisioned cluster as a named database user', async () => {
+    const cluster = new FakeRedshiftData({
+      ...server.options,
+      pgUrl: await freshDatabase(),
+      workgroup: undefined,
+      cluster: 'analytics-prod',
+    });
+    await cluster.start();
+    try {
+      await cluster.admin('CREATE ROLE etl');
+      await cluster.admin('GRANT CREATE ON SCHEMA public TO etl');
+      const wh = new RedshiftWarehouse(
+        new RedshiftData({
+          region: REGION,
+          endpoint: cluster.url,
+          credentials: { accessKeyId: 'AKIDLOADER', secretAccessKey: 'x' },
+        }),
+        {
+          cluster: 'analytics-prod',
+          dbUser: 'etl',
+          database: 'dev',
+          schema: 'public',
+          iamRole: 'default',
+          statementTimeoutMs: 60_000,
+          poll: { initialMs: 10, maxMs: 40 },
+        },
+        store,
+      );
+      const staged = await stage([trips(1, 2)]);
+      const result = await wh.load({
+        job: 'trips',
+        runId: staged.runId,
+        table: 'Trips',
+        mode: 'append',
+        files: staged.files,
+        columns: TRIP_COLUMNS,
+        window: tripWindow(1, 2),
+        key: ['trip_id'],
+        expectedRows: 2,
+      });
+      await wh.close();
+      expect(result.rowsLoaded).toBe(2);
+      const batch = cluster.requests.find((r) => r.op === 'BatchExecuteStatement')?.body;
+      expect(batch).toMatchObject({ ClusterIdentifier: 'analytics-prod', DbUser: 'etl', Database: 'dev' });
+      expect(batch).not.toHaveProperty('WorkgroupName');
+      expect((batch?.Sqls as string[])[3]).toContain('IAM_ROLE default\n');
+      const [row] = await cluster.admin(
+        `SELECT count(*) AS n, max(tableowner) AS owner FROM pg_tables WHERE tablename = 'trips'`,
+      );
+      expect(row).toEqual({ n: '1', owner: 'etl' });
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe('Redshift warehouse contract: retries and idempotency', () => {
+  it('a BatchExecuteStatement whose response is lost is retried with the same ClientToken: one load', async () => {
+    const j = job();
+    const staged = await stage([trips(1, 3)]);
+    const from = server.requests.length;
+    const batches = server.batches().length;
+    server.inject({ op: 'BatchExecuteStatement', lose: true });
+    server.inject({ op: 'DescribeStatement', lose: true });
+    server.inject({ op: 'GetStatementResult', lose: true });
+    const wh = warehouse();
+    const result = await wh.load(j.request(staged));
+    await wh.close();
+    expect(result.rowsLoaded).toBe(3);
+    const submits = requestsSince(from, 'BatchExecuteStatement');
+    expect(submits).toHaveLength(2);
+    expect(submits[1].body.ClientToken).toBe(submits[0].body.ClientToken);
+    expect(server.batches().length - batches).toBe(1);
+    expect((await j.rows()).map((r) => r.id)).toEqual(['1', '2', '3']);
+  });
+
+  it('the same load submitted again (a retried run step) gets the first statement back, not a second load', async () => {
+    const j = job();
+    const staged = await stage([trips(1, 3)]);
+    const request = j.request(staged);
+    const batches = server.batches().length;
+    const wh = warehouse();
+    const first = await wh.load(request);
+    const second = await wh.load(request);
+    await wh.close();
+    expect(second).toEqual(first);
+    expect(server.batches().length - batches).toBe(1);
+    const files = staged.files.map((f) => `s3://bucket/prefix/${f.key}:${f.bytes}`);
+    expect(server.batches().at(-1)?.clientToken).toBe(
+      clientToken('nightshift-load', 'trips', staged.runId, j.sql, 'append', '3', ...files),
+    );
+    expect((await j.rows()).map((r) => r.id)).toEqual(['1', '2', '3']);
+  });
+
+  it('throttling is retried by the SDK; when it persists the run exits 75', async () => {
+    const j = job();
+    const staged = await stage([trips(1, 2)]);
+    server.inject({
+      op: 'BatchExecuteStatement',
+      error: { type: 'ThrottlingException', status: 400, message: 'Rate exceeded' },
+    });
+    const wh = warehouse();
+    expect((await wh.load(j.request(staged))).rowsLoaded).toBe(2);
+    server.inject({
+      op: 'ExecuteStatement',
+      times: 3,
+      error: { type: 'ThrottlingException', status: 400, message: 'Rate exceeded' },
+    });
+    const err = await failure(wh.load(j.request(await stage([trips(3, 4)]), { window: tripWindow(3, 4) })));
+    await wh.close();
+    expect(err.exitCode).toBe(75);
+    expect(err.message).toContain('ThrottlingException: Rate exceeded');
+  });
+
+  it('5xx answers while polling are retried; a Data API that keeps failing exits 75', async () => {
+    const j = job();
+    server.inject({
+      op: 'DescribeStatement',
+      times: 2,
+      error: { type: 'InternalServerException', status: 500, message: 'Internal server error' },
+    });
+    const wh = warehouse();
+    expect((await wh.load(j.request(await stage([trips(1, 2)])))).rowsLoaded).toBe(2);
+    server.inject({
+      op: 'DescribeStatement',
+      times: 100,
+      error: { type: 'InternalServerException', status: 500, message: 'Internal server error' },
+    });
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    server.clearFaults();
+    await wh.close();
+    expect(err.exitCode).toBe(75);
+    expect(err.message).toContain('InternalServerException');
+  });
+});
+
+describe('Redshift warehouse contract: failures', () => {
+  it('a statement that fails rolls the whole batch back and surfaces the Redshift error text: a serialization conflict exits 75', async () => {
+    const j = job();
+    const wh = warehouse();
+    await wh.load(j.request(await stage([trips(1, 3)])));
+    const conflict =
+      'ERROR: 1023 DETAIL: Serializable isolation violation on table - 100012, transactions forming the cycle are: 8331, 8402 (pid:1073774898)';
+    server.failStatement(/^INSERT/, conflict);
+    const err = await failure(
+      wh.load(j.request(await stage([trips(2, 3, 90)]), { window: tripWindow(2, 3) })),
+    );
+    await wh.close();
+    expect(err.exitCode).toBe(75);
+    expect(err.message).toBe(`Redshift could not insert into ${j.sql}: ${conflict}`);
+    expect(err.hint).toMatch(/next run retries/);
+    // The DELETE before the failing INSERT was rolled back with it.
+    expect((await j.rows()).map((r) => [r.id, r.fare])).toEqual([
+      ['1', '11.00'],
+      ['2', '12.00'],
+      ['3', '13.00'],
+    ]);
+    const batch = server.batches().at(-1);
+    expect(batch?.subs.map((s) => s.status)).toEqual([
+      'FINISHED',
+      'FINISHED',
+      'FINISHED',
+      'FINISHED',
+      'FINISHED',
+      'FAILED',
+    ]);
+  });
+
+  it('COPY loading another count than the files hold fails the check and rolls back, the new table too (exit 3)', async () => {
+    const j = job();
+    const wh = warehouse();
+    const staged = await stage([trips(1, 3)]);
+    const err = await failure(wh.load(j.request(staged, { expectedRows: 4 })));
+    await wh.close();
+    expect(err.exitCode).toBe(3);
+    expect(err.message).toBe(
+      "Redshift's COPY loaded 3 rows from 1 files but the files hold 4; the load was rolled back",
+    );
+    expect(server.batches().at(-1)?.subs[4]).toMatchObject({
+      status: 'FAILED',
+      error: 'ERROR: divide by zero',
+    });
+    expect(await j.exists()).toBe(false);
+  });
+
+  it('an IAM role not associated with the workgroup: exit 5, with what to associate', async () => {
+    const j = job();
+    const other = `arn:aws:iam::${ACCOUNT}:role/not-associated`;
+    const wh = warehouse({ iamRole: other });
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(5);
+    expect(err.message).toContain(
+      `ERROR: User arn:aws:redshift-serverless:${REGION}:${ACCOUNT}:dbuser:analytics/${LOADER} is not authorized to assume IAM Role ${other}`,
+    );
+    expect(err.hint).toContain(`associate the role ${other} with the workgroup's namespace`);
+    expect(await j.exists()).toBe(false);
+  });
+
+  it('a COPY role that may not read the bucket: exit 5, naming the S3 permissions', async () => {
+    const j = job();
+    const wh = warehouse({ iamRole: BLIND_ROLE });
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(5);
+    expect(err.message).toContain('S3ServiceException:Access Denied,Status 403');
+    expect(err.hint).toContain('s3:GetObject');
+  });
+
+  it('a stage bucket in another Region: exit 2, saying COPY reads only from the same Region', async () => {
+    const j = job();
+    class EuStage extends LocalStore {
+      override urlOf(key: string): string {
+        return `s3://eu-bucket/prefix/${key}`;
+      }
+    }
+    const wh = new RedshiftWarehouse(
+      client(),
+      {
+        workgroup: 'analytics',
+        database: 'dev',
+        schema: 'public',
+        iamRole: COPY_ROLE,
+        region: REGION,
+        statementTimeoutMs: 60_000,
+        poll: { initialMs: 10, maxMs: 40 },
+      },
+      new EuStage(pathToFileURL(stageDir).href),
+    );
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(2);
+    expect(err.message).toContain('in a different region from this cluster');
+    expect(err.hint).toContain(`Region of the workgroup analytics (${REGION})`);
+  });
+
+  it('a missing grant on an existing table: exit 5, naming the privilege', async () => {
+    const j = job();
+    await server.admin(
+      `CREATE TABLE ${j.sql} (trip_id BIGINT, updated_at TIMESTAMPTZ, fare_usd DECIMAL(10,2), region VARCHAR(10), payload SUPER, ride_id VARCHAR(36), tags SUPER)`,
+    );
+    await server.admin(`GRANT SELECT, INSERT ON ${j.sql} TO "${LOADER}"`);
+    const wh = warehouse();
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(5);
+    expect(err.message).toBe(
+      `Redshift could not delete the replaced rows of ${j.sql}: ERROR: permission denied for relation trips_${counter}`,
+    );
+    expect(err.hint).toContain(`SELECT and DELETE on ${j.sql}`);
+  });
+
+  it('no CREATE on the schema for a new table: exit 5', async () => {
+    await server.admin('CREATE SCHEMA IF NOT EXISTS locked');
+    await server.admin(`GRANT USAGE ON SCHEMA locked TO "${LOADER}"`);
+    const j = job();
+    const wh = warehouse();
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]), { table: 'locked.trips' })));
+    await wh.close();
+    expect(err.exitCode).toBe(5);
+    expect(err.message).toContain('ERROR: permission denied for schema locked');
+    expect(err.hint).toContain('USAGE and CREATE on schema "locked"');
+  });
+
+  it('a table the user cannot see is not loaded into as if it were new: exit 2 with the grant to give', async () => {
+    const j = job();
+    await server.admin(`CREATE TABLE ${j.sql} (trip_id BIGINT)`);
+    const wh = warehouse();
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(2);
+    expect(err.message).toContain(`relation "trips_${counter}" already exists`);
+    expect(err.hint).toContain('cannot see its columns');
+  });
+
+  it('the Data API refusing the runner (AccessDeniedException): exit 5, listing the IAM actions', async () => {
+    const j = job();
+    const wh = warehouse({}, 'AKIDNOBATCH');
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(5);
+    expect(err.message).toContain('is not authorized to perform: redshift-data:BatchExecuteStatement');
+    expect(err.hint).toContain('redshift-serverless:GetCredentials');
+  });
+
+  it('unknown AWS credentials: exit 5', async () => {
+    const wh = warehouse({}, 'AKIDUNKNOWN');
+    const err = await failure(wh.load(job().request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(5);
+    expect(err.message).toContain('The security token included in the request is invalid.');
+  });
+
+  it('a client in the wrong Region does not find the workgroup: exit 2, pointing at the Region', async () => {
+    const wh = warehouse({ region: 'eu-west-1' }, 'AKIDLOADER', 'eu-west-1');
+    const err = await failure(wh.load(job().request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(err.exitCode).toBe(2);
+    expect(err.message).toContain('Workgroup analytics not found.');
+    expect(err.hint).toContain('Region eu-west-1');
+  });
+
+  it('a load still running at the deadline is cancelled (exit 75) and rolls back', async () => {
+    const j = job();
+    server.delayStatement(/^COPY/, 10_000);
+    const from = server.requests.length;
+    const wh = warehouse({ statementTimeoutMs: 400 });
+    const started = Date.now();
+    const err = await failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    await wh.close();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(err.exitCode).toBe(75);
+    expect(err.message).toMatch(
+      /^Redshift did not load 1 files into .* within 0.4 s; statement [0-9a-f-]+ was cancelled/,
+    );
+    const batch = server.batches().at(-1);
+    expect(requestsSince(from, 'CancelStatement').map((r) => r.body.Id)).toEqual([batch?.id]);
+    await batch?.done;
+    expect(batch?.status).toBe('ABORTED');
+    expect(await j.exists()).toBe(false);
+  });
+
+  it('SIGTERM cancels the running load and reports it stopped (exit 143)', async () => {
+    const j = job();
+    server.delayStatement(/^COPY/, 10_000);
+    const stop = new AbortController();
+    const wh = warehouse();
+    const staged = await stage([trips(1, 2)]);
+    setTimeout(() => stop.abort(), 300);
+    const err = await failure(wh.load(j.request(staged, { signal: stop.signal })));
+    await wh.close();
+    expect(err.exitCode).toBe(143);
+    expect(err.message).toMatch(/stopped by SIGTERM while Redshift ran statement .*; it was cancelled/);
+    expect(server.batches().at(-1)?.status).toBe('ABORTED');
+    expect(await j.exists()).toBe(false);
+  });
+
+  it('a statement that ends ABORTED by someone else exits 75', async () => {
+    const j = job();
+    server.delayStatement(/^COPY/, 10_000);
+    const wh = warehouse();
+    const before = server.batches().length;
+    const pending = failure(wh.load(j.request(await stage([trips(1, 2)]))));
+    while (!server.batches()[before]?.subs[3].startedAt) await new Promise((r) => setTimeout(r, 20));
+    const admin = client();
+    await admin.cancelStatement({ Id: server.batches()[before].id });
+    admin.destroy();
+    const err = await pending;
+    await wh.close();
+    expect(err.exitCode).toBe(75);
+    expect(err.message).toMatch(/was cancelled$/);
+  });
+});
+
 /** The UUID text expression the INSERT uses for a 16-byte staging column. */
 function uuidText(col: string): string {
   const hex = `LOWER(TO_HEX(${col}))`;
@@ -263,5 +762,3 @@ function uuidText(col: string): string {
     .map(([f, l]) => `SUBSTRING(${hex}, ${f}, ${l})`)
     .join(" || '-' || ");
 }
-
-export { clientToken };

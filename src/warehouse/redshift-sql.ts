@@ -294,12 +294,14 @@ export function copyManifest(files: readonly StagedFile[]): string {
   return `${JSON.stringify({ entries }, null, 2)}\n`;
 }
 
-/** Characters COPY's text arguments may hold here: no quote, backslash or control character. */
-const SAFE_TEXT = /^[^'\\\x00-\x1f]+$/;
+/** Whether text can be a COPY argument as is: no quote, backslash or control character. */
+function safeText(text: string): boolean {
+  return text.length > 0 && ![...text].some((c) => c === "'" || c === '\\' || c.charCodeAt(0) < 0x20);
+}
 
 /** A string literal of text checked to need no escaping. */
 export function safeLiteral(text: string, what: string): string {
-  if (!SAFE_TEXT.test(text)) {
+  if (!safeText(text)) {
     throw configError(`${what} ${JSON.stringify(text)} has characters COPY cannot take`, {
       hint: 'use a stage path and role name without quotes or backslashes',
     });
@@ -345,6 +347,19 @@ export function checkStatement(): string {
 
 /** What one statement of the load transaction does, so a failure can be told apart. */
 export type StepKind = 'settings' | 'create' | 'staging' | 'copy' | 'check' | 'delete' | 'insert';
+
+/** Which step a statement of the load transaction is, read off its text. */
+export function stepKind(sql: string): StepKind | undefined {
+  const head = sql.trimStart().slice(0, 40).toUpperCase();
+  if (head.startsWith('SET ')) return 'settings';
+  if (head.startsWith('CREATE TEMP ')) return 'staging';
+  if (head.startsWith('CREATE TABLE')) return 'create';
+  if (head.startsWith('COPY ')) return 'copy';
+  if (head.startsWith('SELECT PG_LAST_COPY_COUNT()')) return 'check';
+  if (head.startsWith('DELETE ')) return 'delete';
+  if (head.startsWith('INSERT ')) return 'insert';
+  return undefined;
+}
 
 export interface Step {
   readonly kind: StepKind;

@@ -36,8 +36,9 @@ import {
   loadStatements,
   manifestKey,
   quote,
-  type Step,
+  type StepKind,
   stagingName,
+  stepKind,
   type TableColumn,
   type TableName,
   tableName,
@@ -153,11 +154,14 @@ export class RedshiftWarehouse implements Warehouse {
       statementTimeoutMs: this.options.statementTimeoutMs,
     });
     const ctx = { action: `load ${request.files.length} files into ${target.sql}` };
-    const sqls = steps.map((s) => s.sql);
-    const token = clientToken('nightshift', request.job, request.runId, ...sqls, JSON.stringify(parameters));
-    const id = await this.submitBatch(sqls, parameters, token, ctx);
+    const id = await this.submitBatch(
+      steps.map((s) => s.sql),
+      parameters,
+      loadToken(request, target),
+      ctx,
+    );
     const ended = await this.wait(id, ctx, request.signal);
-    return this.outcome(ended, steps, { request, target, manifestUrl });
+    return this.outcome(ended, { request, target, manifestUrl });
   }
 
   /** Writes the COPY manifest of the run's files into the run's folder; returns its URL. */
@@ -170,16 +174,20 @@ export class RedshiftWarehouse implements Warehouse {
     return this.store.urlOf(key);
   }
 
-  /** The result of a batch that ended: counts when it finished, the failure otherwise. */
+  /**
+   * The result of a batch that ended: counts when it finished, the failure otherwise. Its
+   * statements are told apart by their own text: a load submitted again gets back the batch
+   * the first submission started, which may have been planned differently (before the table
+   * existed).
+   */
   private async outcome(
     ended: DescribeStatementResponse,
-    steps: readonly Step[],
     load: { request: LoadRequest; target: TableName; manifestUrl: string | undefined },
   ): Promise<LoadResult> {
     const subs = ended.SubStatements ?? [];
-    const sub = (kind: Step['kind']) => subs[steps.findIndex((s) => s.kind === kind)];
+    const sub = (kind: StepKind) => subs.find((s) => stepKind(s.QueryString ?? '') === kind);
     const { request, target } = load;
-    if (ended.Status !== 'FINISHED') throw this.batchFailure(ended, steps, load);
+    if (ended.Status !== 'FINISHED') throw this.batchFailure(ended, load);
     const check = sub('check');
     if (check) {
       const copied = Number((await this.records(check.Id ?? `${ended.Id}:0`))[0]?.rows_loaded);
@@ -204,20 +212,19 @@ export class RedshiftWarehouse implements Warehouse {
   /** A batch that FAILED or was ABORTED: the failing statement's own error, translated. */
   private batchFailure(
     ended: DescribeStatementResponse,
-    steps: readonly Step[],
     load: { request: LoadRequest; target: TableName; manifestUrl: string | undefined },
   ): NightshiftError {
     const subs = ended.SubStatements ?? [];
     const index = subs.findIndex((s) => s.Status === 'FAILED');
-    const step = steps[index];
+    const step = index < 0 ? undefined : stepKind(subs[index].QueryString ?? '');
     const { request, target } = load;
     if (ended.Status === 'ABORTED' && index < 0) {
       return transientError(`the Redshift load into ${target.sql} (statement ${ended.Id}) was cancelled`, {
         hint: 'someone cancelled it (CancelStatement, or pg_cancel_backend); the next run retries the window',
       });
     }
-    if (step?.kind === 'check') {
-      const copied = rowsOf(subs[steps.findIndex((s) => s.kind === 'copy')]);
+    if (step === 'check') {
+      const copied = rowsOf(subs.find((s) => stepKind(s.QueryString ?? '') === 'copy'));
       return validationError(
         `Redshift's COPY loaded ${copied >= 0 ? copied : 'a different number of'} rows from ${request.files.length} files but the files hold ${request.expectedRows}; the load was rolled back`,
         {
@@ -231,13 +238,13 @@ export class RedshiftWarehouse implements Warehouse {
 
   /** What a statement of the load transaction does and needs, for its error. */
   private stepContext(
-    step: Step | undefined,
+    step: StepKind | undefined,
     request: LoadRequest,
     target: TableName,
     manifestUrl: string | undefined,
   ): StatementContext {
     const schema = quote(target.schema);
-    switch (step?.kind) {
+    switch (step) {
       case 'create':
         return {
           action: `create the table ${target.sql}`,
@@ -386,7 +393,7 @@ export class RedshiftWarehouse implements Warehouse {
       if (Date.now() >= deadline) {
         await this.cancel(id);
         throw transientError(
-          `Redshift did not ${ctx.action} within ${Math.round(this.options.statementTimeoutMs / 1000)} s; statement ${id} was cancelled and rolls back`,
+          `Redshift did not ${ctx.action} within ${seconds(this.options.statementTimeoutMs)} s; statement ${id} was cancelled and rolls back`,
           { hint: 'raise warehouse.redshift.statement_timeout, or check the workgroup for queued queries' },
         );
       }
@@ -452,6 +459,24 @@ export class RedshiftWarehouse implements Warehouse {
   }
 }
 
+/**
+ * The ClientToken of a load: derived from the run and exactly what it loads, so that the same
+ * load submitted again (a response lost on the way back, or the step retried) gets the batch
+ * the first submission started, and a run loads its files at most once.
+ */
+function loadToken(request: LoadRequest, target: TableName): string {
+  const files = request.files.map((f) => `${f.url}:${f.bytes}`);
+  return clientToken(
+    'nightshift-load',
+    request.job,
+    request.runId,
+    target.sql,
+    request.mode,
+    String(request.expectedRows),
+    ...files,
+  );
+}
+
 /** Every staged file must be an S3 object, and an empty load must expect no rows. */
 function checkFiles(request: LoadRequest): void {
   for (const f of request.files) {
@@ -485,6 +510,11 @@ function fieldValue(field: Field): unknown {
   if (field.stringValue !== undefined) return field.stringValue;
   if (field.blobValue !== undefined) return Buffer.from(field.blobValue);
   return null;
+}
+
+/** Seconds for a message: one decimal below ten. */
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
 }
 
 function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {

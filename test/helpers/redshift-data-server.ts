@@ -241,6 +241,12 @@ export class FakeRedshiftData {
     this.faults.push({ times: 1, ...fault });
   }
 
+  /** Removes the faults not yet used. */
+  clearFaults(): void {
+    this.faults.length = 0;
+    this.statementFaults.length = 0;
+  }
+
   /** The next statement(s) matching fail with this Redshift error text. */
   failStatement(pattern: RegExp, error: string, times = 1): void {
     this.statementFaults.push({ pattern, error, times });

@@ -11,6 +11,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { RedshiftData } from '@aws-sdk/client-redshift-data';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWarehouse } from '../src/adapters.js';
+import { type Config, configSchema } from '../src/config/schema.js';
 import { NightshiftError } from '../src/errors.js';
 import { dataPrefix } from '../src/run/layout.js';
 import { LocalStore } from '../src/store/local.js';
@@ -437,10 +439,10 @@ describe('Redshift warehouse contract: authentication and targets', () => {
       });
       await wh.close();
       expect(result.rowsLoaded).toBe(2);
-      const batch = cluster.requests.find((r) => r.op === 'BatchExecuteStatement')?.body;
+      const batch = cluster.requests.find((r) => r.op === 'BatchExecuteStatement')?.body ?? {};
       expect(batch).toMatchObject({ ClusterIdentifier: 'analytics-prod', DbUser: 'etl', Database: 'dev' });
       expect(batch).not.toHaveProperty('WorkgroupName');
-      expect((batch?.Sqls as string[])[3]).toContain('IAM_ROLE default\n');
+      expect((batch.Sqls as string[])[3]).toContain('IAM_ROLE default\n');
       const [row] = await cluster.admin(
         `SELECT count(*) AS n, max(tableowner) AS owner FROM pg_tables WHERE tablename = 'trips'`,
       );
@@ -746,6 +748,61 @@ describe('Redshift warehouse contract: failures', () => {
     await wh.close();
     expect(err.exitCode).toBe(75);
     expect(err.message).toMatch(/was cancelled$/);
+  });
+});
+
+describe('Redshift warehouse contract: wiring', () => {
+  it('createWarehouse builds it from warehouse.redshift: the endpoint and Region, the default credential chain', async () => {
+    const base = configSchema.parse({
+      job: 'trips',
+      source: { url: 'postgres://u@h/db', table: 'trips', cursor: 'updated_at', key: ['trip_id'] },
+      stage: { url: 'file:///tmp/unused' },
+      warehouse: { type: 'duckdb', table: 'x', duckdb: { path: '/tmp/unused.duckdb' } },
+    });
+    const redshift = configSchema.shape.warehouse.shape.redshift.unwrap().parse({
+      workgroup: 'analytics',
+      database: 'dev',
+      iam_role: COPY_ROLE,
+      region: REGION,
+      endpoint: server.url,
+      statement_timeout: '10m',
+    });
+    // The s3:// stage URL is accepted once the S3 store is in; the warehouse only needs the URLs.
+    const config = {
+      ...base,
+      stage: { url: 's3://bucket/prefix' },
+      warehouse: { type: 'redshift', table: 'raw.wired', mode: 'append', redshift },
+    } as Config;
+    const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY };
+    process.env.AWS_ACCESS_KEY_ID = 'AKIDLOADER';
+    process.env.AWS_SECRET_ACCESS_KEY = 'not-checked';
+    try {
+      const wh = await createWarehouse(config, store);
+      expect(wh.kind).toBe('redshift');
+      const staged = await stage([trips(1, 2)]);
+      const from = server.requests.length;
+      const result = await wh.load({
+        job: 'trips',
+        runId: staged.runId,
+        table: 'raw.wired',
+        mode: 'append',
+        files: staged.files,
+        columns: TRIP_COLUMNS,
+        window: tripWindow(1, 2),
+        key: ['trip_id'],
+        expectedRows: 2,
+      });
+      await wh.close();
+      expect(result.rowsLoaded).toBe(2);
+      const batch = requestsSince(from, 'BatchExecuteStatement')[0];
+      expect(batch.accessKey).toBe('AKIDLOADER');
+      expect((batch.body.Sqls as string[])[0]).toBe('SET statement_timeout TO 600000');
+    } finally {
+      process.env.AWS_ACCESS_KEY_ID = saved.id;
+      process.env.AWS_SECRET_ACCESS_KEY = saved.secret;
+      if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID;
+      if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY;
+    }
   });
 });
 

@@ -107,10 +107,10 @@ export function apiError(err: unknown, ctx: StatementContext, scope: ErrorScope)
   if (name === 'AccessDeniedException' || /not authorized to perform/i.test(message)) {
     return identityError(`${what}: ${message}`, { cause, hint: credentialHint(scope) });
   }
+  if (name === 'DatabaseConnectionException') return connectionError(message, what, scope, cause);
   if (TRANSIENT_API.has(name) || status === 429 || (status !== undefined && status >= 500)) {
     return transientError(`${what}: ${name || `HTTP ${status}`}: ${message}`, { cause });
   }
-  if (name === 'DatabaseConnectionException') return connectionError(message, what, scope, cause);
   if (name === 'ValidationException' || name === 'ResourceNotFoundException') {
     return validationFailure(message, what, scope, cause);
   }

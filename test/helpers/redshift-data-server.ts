@@ -505,7 +505,7 @@ export class FakeRedshiftData {
   private result(id: string, nextToken: string | undefined): unknown {
     const { statement, sub } = this.find(id);
     const target = sub ?? (statement.batch ? undefined : statement.subs[0]);
-    if (!target || target.status !== 'FINISHED' || !target.result) {
+    if (target?.status !== 'FINISHED' || !target.result) {
       throw new ApiError(
         'ValidationException',
         400,

@@ -83,6 +83,9 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
     case 'redshift': {
       const rs = wh.redshift;
       if (!rs) throw configError('warehouse.type redshift needs warehouse.redshift');
+      // The SDK warns on stderr, in unstructured lines, that its releases after January 2027 need
+      // Node 22; the pinned release runs on 20, and without the warning every log line stays JSON.
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
       const { RedshiftData } = await import('@aws-sdk/client-redshift-data');
       // The default credential chain: IRSA or EKS Pod Identity in a pod, no static keys.
       const client = new RedshiftData({

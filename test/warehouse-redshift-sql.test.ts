@@ -33,7 +33,11 @@ function thrown(fn: () => unknown): NightshiftError {
   throw new Error('expected an error');
 }
 
-const spec = (logical: ColumnSpec['logical'], physical: ColumnSpec['physical'], list = false): ColumnSpec => ({
+const spec = (
+  logical: ColumnSpec['logical'],
+  physical: ColumnSpec['physical'],
+  list = false,
+): ColumnSpec => ({
   name: 'c',
   physical,
   logical,
@@ -46,7 +50,11 @@ describe('Redshift SQL', () => {
     expect(resolveParts('"My Schema"."a.b"', 'k')).toEqual(['My Schema', 'a.b']);
     expect(tableName('trips', 'public').sql).toBe('"public"."trips"');
     expect(tableName('Trips', '"Odd"').sql).toBe('"Odd"."trips"');
-    expect(tableName('raw."say ""hi"""', 'public')).toEqual({ schema: 'raw', name: 'say "hi"', sql: '"raw"."say ""hi"""' });
+    expect(tableName('raw."say ""hi"""', 'public')).toEqual({
+      schema: 'raw',
+      name: 'say "hi"',
+      sql: '"raw"."say ""hi"""',
+    });
   });
 
   it('refuses names that would need quoting, and more than schema.table (exit 2)', () => {
@@ -61,7 +69,11 @@ describe('Redshift SQL', () => {
       [spec({ kind: 'int', bits: 32, signed: true }, Physical.INT32), 'INTEGER', 'INTEGER'],
       [spec({ kind: 'int', bits: 64, signed: true }, Physical.INT64), 'BIGINT', 'BIGINT'],
       [spec({ kind: 'int', bits: 64, signed: false }, Physical.INT64), 'DECIMAL(20,0)', 'DECIMAL(20,0)'],
-      [spec({ kind: 'decimal', precision: 38, scale: 9 }, Physical.FIXED_LEN_BYTE_ARRAY), 'DECIMAL(38,9)', 'DECIMAL(38,9)'],
+      [
+        spec({ kind: 'decimal', precision: 38, scale: 9 }, Physical.FIXED_LEN_BYTE_ARRAY),
+        'DECIMAL(38,9)',
+        'DECIMAL(38,9)',
+      ],
       [spec({ kind: 'timestamp', utc: true }, Physical.INT64), 'TIMESTAMPTZ', 'TIMESTAMPTZ'],
       [spec({ kind: 'timestamp', utc: false }, Physical.INT64), 'TIMESTAMP', 'TIMESTAMP'],
       [spec({ kind: 'date' }, Physical.INT32), 'DATE', 'DATE'],
@@ -93,7 +105,12 @@ describe('Redshift SQL', () => {
       { name: 'ride', dataType: 'character varying', length: 36 },
       { name: 'x', dataType: 'double precision', length: null },
     ]);
-    expect([...columns.values()].map(castType)).toEqual(['DECIMAL(12,2)', 'TIMESTAMPTZ', 'VARCHAR(36)', 'DOUBLE PRECISION']);
+    expect([...columns.values()].map(castType)).toEqual([
+      'DECIMAL(12,2)',
+      'TIMESTAMPTZ',
+      'VARCHAR(36)',
+      'DOUBLE PRECISION',
+    ]);
     expect(castType({ name: 'c', dataType: 'character', length: 3 })).toBe('CHAR(3)');
     expect(castType({ name: 'c', dataType: 'timestamp without time zone' })).toBe('TIMESTAMP');
   });
@@ -118,9 +135,9 @@ describe('Redshift SQL', () => {
       { name: 'w2', value: '2024-05-02 00:00:00+05:30' },
       { name: 'w3', value: "x'); DROP TABLE t; --" },
     ]);
-    expect(thrown(() => windowCondition({ ...window, columns: ['nope', 'code'] }, columns, 't')).message).toContain(
-      't has no column nope',
-    );
+    expect(
+      thrown(() => windowCondition({ ...window, columns: ['nope', 'code'] }, columns, 't')).message,
+    ).toContain('t has no column nope');
   });
 
   it('COPYs through the manifest with the IAM role, and refuses what it cannot quote safely', () => {
@@ -169,7 +186,16 @@ describe('Redshift SQL', () => {
 
   it('tells the statements of the load apart by their text', () => {
     expect(
-      ['SET statement_timeout TO 1', 'CREATE TABLE x', 'CREATE TEMP TABLE y', 'COPY y', 'SELECT pg_last_copy_count() AS n', 'DELETE FROM x', 'INSERT INTO x', 'VACUUM'].map(stepKind),
+      [
+        'SET statement_timeout TO 1',
+        'CREATE TABLE x',
+        'CREATE TEMP TABLE y',
+        'COPY y',
+        'SELECT pg_last_copy_count() AS n',
+        'DELETE FROM x',
+        'INSERT INTO x',
+        'VACUUM',
+      ].map(stepKind),
     ).toEqual(['settings', 'create', 'staging', 'copy', 'check', 'delete', 'insert', undefined]);
   });
 });
@@ -186,18 +212,42 @@ describe('Redshift errors', () => {
   it('translates Redshift error texts into exit codes with what to fix', () => {
     const ctx = { action: 'insert into "raw"."t"', privilege: 'INSERT on "raw"."t"' };
     const cases: [string, number, RegExp | undefined][] = [
-      ['ERROR: 1023 DETAIL: Serializable isolation violation on table - 1, transactions forming the cycle are: 2, 3', 75, /retries/],
+      [
+        'ERROR: 1023 DETAIL: Serializable isolation violation on table - 1, transactions forming the cycle are: 2, 3',
+        75,
+        /retries/,
+      ],
       ['ERROR: deadlock detected', 75, /retries/],
       ['ERROR: permission denied for relation t', 5, /INSERT on "raw"."t"/],
       ['ERROR: permission denied for schema raw', 5, /grants/],
-      ['ERROR: User arn:aws:redshift-serverless:eu-west-1:1:dbuser:analytics/IAMR:x is not authorized to assume IAM Role arn:aws:iam::1:role/copy', 5, /associate the role/],
+      [
+        'ERROR: User arn:aws:redshift-serverless:eu-west-1:1:dbuser:analytics/IAMR:x is not authorized to assume IAM Role arn:aws:iam::1:role/copy',
+        5,
+        /associate the role/,
+      ],
       ['ERROR: S3ServiceException:Access Denied,Status 403,Error AccessDenied,Rid 1', 5, /s3:GetObject/],
-      ['ERROR: S3ServiceException:The S3 bucket addressed by the query is in a different region from this cluster.,Status 301,Error PermanentRedirect', 2, /eu-west-1/],
-      ['ERROR: Problem reading manifest file - S3ServiceException:The specified key does not exist.,Status 404,Error NoSuchKey', 2, /lifecycle/],
-      ['ERROR: S3ServiceException:The specified bucket does not exist,Status 404,Error NoSuchBucket', 2, /bucket/],
+      [
+        'ERROR: S3ServiceException:The S3 bucket addressed by the query is in a different region from this cluster.,Status 301,Error PermanentRedirect',
+        2,
+        /eu-west-1/,
+      ],
+      [
+        'ERROR: Problem reading manifest file - S3ServiceException:The specified key does not exist.,Status 404,Error NoSuchKey',
+        2,
+        /lifecycle/,
+      ],
+      [
+        'ERROR: S3ServiceException:The specified bucket does not exist,Status 404,Error NoSuchBucket',
+        2,
+        /bucket/,
+      ],
       ['ERROR: schema "raw" does not exist', 2, /CREATE SCHEMA raw/],
       ['ERROR: relation "t" already exists', 2, /cannot see its columns/],
-      ['ERROR: Spectrum Scan Error: incompatible Parquet schema for column \'fare\'', 2, /align the column types/],
+      [
+        "ERROR: Spectrum Scan Error: incompatible Parquet schema for column 'fare'",
+        2,
+        /align the column types/,
+      ],
       ['ERROR: value too long for type character varying(8)', 2, /align the column types/],
       ['ERROR: Invalid JSON: unexpected character', 2, /align the column types/],
       ["ERROR: Query (184) cancelled on user's request", 75, /statement_timeout/],
@@ -208,7 +258,10 @@ describe('Redshift errors', () => {
     ];
     for (const [text, exit, hint] of cases) {
       const err = statementFailure(text, ctx, scope);
-      expect([err.exitCode, err.message], text).toEqual([exit, `Redshift could not insert into "raw"."t": ${text}`]);
+      expect([err.exitCode, err.message], text).toEqual([
+        exit,
+        `Redshift could not insert into "raw"."t": ${text}`,
+      ]);
       if (hint) expect(err.hint, text).toMatch(hint);
     }
   });
@@ -222,13 +275,30 @@ describe('Redshift errors', () => {
       [sdk('ActiveStatementsExceededException', 'too many'), 75, /too many/],
       [sdk('InternalServerException', 'oops', 500, 'server'), 75, /oops/],
       [sdk('BatchExecuteStatementException', 'env', 500, 'server'), 75, /env/],
-      [sdk('AccessDeniedException', 'User: x is not authorized to perform: redshift-data:ExecuteStatement'), 5, /not authorized/],
-      [sdk('UnrecognizedClientException', 'The security token included in the request is invalid.'), 5, /credentials/],
+      [
+        sdk('AccessDeniedException', 'User: x is not authorized to perform: redshift-data:ExecuteStatement'),
+        5,
+        /not authorized/,
+      ],
+      [
+        sdk('UnrecognizedClientException', 'The security token included in the request is invalid.'),
+        5,
+        /credentials/,
+      ],
       [sdk('CredentialsProviderError', 'Could not load credentials from any providers'), 5, /credentials/],
-      [sdk('DatabaseConnectionException', 'FATAL: password authentication failed for user "x"', 500, 'server'), 5, /cannot connect/],
+      [
+        sdk(
+          'DatabaseConnectionException',
+          'FATAL: password authentication failed for user "x"',
+          500,
+          'server',
+        ),
+        5,
+        /cannot connect/,
+      ],
       [sdk('DatabaseConnectionException', 'Connection reset', 500, 'server'), 75, /connection/],
       [sdk('ValidationException', 'Workgroup analytics not found.'), 2, /analytics not found/],
-      [sdk('ValidationException', 'Redshift endpoint doesn\'t exist in this region.'), 2, /region/],
+      [sdk('ValidationException', "Redshift endpoint doesn't exist in this region."), 2, /region/],
       [sdk('ResourceNotFoundException', 'Query does not exist.'), 2, /does not exist/],
       [Object.assign(new Error('Region is missing'), { name: 'Error' }), 2, /no AWS Region/],
       [Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' }), 75, /socket hang up/],
@@ -273,7 +343,9 @@ describe('Redshift configuration', () => {
       'warehouse.redshift.db_user: db_user applies to a cluster with IAM authentication; drop it',
     ]);
     expect(more({ database: 'dev', iam_role: 'default', cluster: 'prod', db_user: 'etl' })).toEqual([]);
-    expect(more({ ...rs, iam_role: 'arn:aws:iam::123456789012:role/a,arn:aws:iam::123456789012:role/b' })).toEqual([]);
+    expect(
+      more({ ...rs, iam_role: 'arn:aws:iam::123456789012:role/a,arn:aws:iam::123456789012:role/b' }),
+    ).toEqual([]);
     expect(more({ ...rs, iam_role: "arn:aws:iam::1:role/x'" })[0]).toMatch(/^warehouse.redshift.iam_role/);
     expect(more({ ...rs, region: 'mars' })[0]).toMatch(/^warehouse.redshift.region/);
     expect(issues(undefined)).toContain(

@@ -80,6 +80,35 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
       const { SnowflakeWarehouse } = await import('./warehouse/snowflake.js');
       return new SnowflakeWarehouse({ ...wh.snowflake, job: config.job });
     }
+    case 'redshift': {
+      const rs = wh.redshift;
+      if (!rs) throw configError('warehouse.type redshift needs warehouse.redshift');
+      // The SDK warns on stderr, in unstructured lines, that its releases after January 2027 need
+      // Node 22; the pinned release runs on 20, and without the warning every log line stays JSON.
+      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+      const { RedshiftData } = await import('@aws-sdk/client-redshift-data');
+      // The default credential chain: IRSA or EKS Pod Identity in a pod, no static keys.
+      const client = new RedshiftData({
+        ...(rs.region ? { region: rs.region } : {}),
+        ...(rs.endpoint ? { endpoint: rs.endpoint } : {}),
+      });
+      const { RedshiftWarehouse } = await import('./warehouse/redshift.js');
+      return new RedshiftWarehouse(
+        client,
+        {
+          workgroup: rs.workgroup,
+          cluster: rs.cluster,
+          database: rs.database,
+          schema: rs.schema,
+          secretArn: rs.secret_arn,
+          dbUser: rs.db_user,
+          iamRole: rs.iam_role,
+          region: rs.region ?? (await client.config.region().catch(() => undefined)),
+          statementTimeoutMs: rs.statement_timeout,
+        },
+        store,
+      );
+    }
     default:
       throw configError(`warehouse.type ${wh.type} is not available in this build`, {
         hint: 'use warehouse.type: duckdb',

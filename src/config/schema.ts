@@ -290,12 +290,85 @@ const snowflake = z
   })
   .describe('The Snowflake warehouse: COPY INTO from an external stage over `stage.url`.');
 
+/** An IAM role ARN, or a comma-separated chain of them. */
+const IAM_ROLE_RE =
+  /^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]+(,arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@/-]+)*$/;
+
+const redshift = z
+  .strictObject({
+    workgroup: z
+      .string()
+      .regex(/^[A-Za-z0-9:/_-]+$/, 'expected a workgroup name or ARN')
+      .optional()
+      .describe('Redshift Serverless workgroup (name or ARN). Give this or `cluster`.'),
+    cluster: z
+      .string()
+      .regex(/^[a-z][a-z0-9-]{0,62}$/, 'expected a cluster identifier such as analytics-prod')
+      .optional()
+      .describe('Provisioned cluster identifier. Give this or `workgroup`.'),
+    database: z.string().min(1).describe('Database of the target table; the Data API connects to it.'),
+    schema: z
+      .string()
+      .min(1)
+      .default('public')
+      .describe('Schema of `warehouse.table` when the table name has none.'),
+    secret_arn: z
+      .string()
+      .regex(
+        /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$/,
+        'expected a Secrets Manager secret ARN',
+      )
+      .optional()
+      .describe(
+        "Secrets Manager secret (`username`, `password`) the Data API connects with. Default: IAM, the pod's own identity (temporary credentials; database user `IAMR:<role>`).",
+      ),
+    db_user: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        "With `cluster` and IAM: connect as this existing database user (`redshift:GetClusterCredentials`) instead of the pod's IAM identity (`redshift:GetClusterCredentialsWithIAM`).",
+      ),
+    iam_role: z
+      .string()
+      .regex(
+        IAM_ROLE_RE,
+        'expected arn:aws:iam::<account>:role/<name> (or a comma-separated chain), or default',
+      )
+      .or(z.literal('default'))
+      .describe(
+        "IAM role COPY reads the stage with (`IAM_ROLE` of COPY): its ARN, associated with the workgroup's namespace or the cluster; a comma-separated chain of ARNs; or `default`, the namespace's or cluster's default role.",
+      ),
+    region: z
+      .string()
+      .regex(/^[a-z]{2}(-[a-z]+)+-\d$/, 'expected an AWS Region such as eu-west-1')
+      .optional()
+      .describe(
+        'AWS Region of the workgroup or cluster; the stage bucket must be in the same Region (COPY reads Parquet only from there). Default: `AWS_REGION` of the pod.',
+      ),
+    statement_timeout: duration
+      .prefault('2h')
+      .describe(
+        "Longest the load may take (one transaction: COPY, delete, insert): Redshift's `statement_timeout` for each statement, and the time after which nightshift cancels the transaction (exit 75).",
+      ),
+    endpoint: z
+      .string()
+      .regex(/^https?:\/\//, 'expected an http(s) URL')
+      .optional()
+      .describe(
+        'Data API endpoint, for a VPC interface endpoint (`https://redshift-data.<region>.amazonaws.com` by default).',
+      ),
+  })
+  .describe(
+    'The Redshift warehouse (Serverless or provisioned) through the Data API: COPY ... FORMAT AS PARQUET from `stage.url` on S3.',
+  );
+
 const warehouse = z
   .strictObject({
     type: z
-      .enum(['duckdb', 'bigquery', 'snowflake'])
+      .enum(['duckdb', 'bigquery', 'snowflake', 'redshift'])
       .default('duckdb')
-      .describe('Warehouse kind: `duckdb`, `bigquery` or `snowflake`.'),
+      .describe('Warehouse kind: `duckdb`, `bigquery`, `snowflake` or `redshift`.'),
     table: z
       .string()
       .min(1)
@@ -309,6 +382,7 @@ const warehouse = z
     duckdb: duckdb.optional(),
     snowflake: snowflake.optional(),
     bigquery: bigquery.optional(),
+    redshift: redshift.optional(),
   })
   .describe('Where rows are loaded.');
 
@@ -448,6 +522,7 @@ export const configSchema = z
       });
     }
     if (cfg.warehouse.type === 'snowflake') checkSnowflake(cfg.warehouse.snowflake, ctx);
+    if (cfg.warehouse.type === 'redshift') checkRedshift(cfg.warehouse.redshift, cfg.stage.url, ctx);
     if (src.max_rows_per_run && cfg.warehouse.mode === 'replace') {
       ctx.addIssue({
         code: 'custom',
@@ -480,12 +555,41 @@ function checkSnowflake(sf: z.infer<typeof snowflake> | undefined, ctx: z.Refine
   }
 }
 
+/** Cross-field rules of `warehouse.redshift`. */
+function checkRedshift(
+  rs: z.infer<typeof redshift> | undefined,
+  stageUrl: string,
+  ctx: z.RefinementCtx,
+): void {
+  const at = (path: string[], message: string) => ctx.addIssue({ code: 'custom', path, message });
+  if (!stageUrl.startsWith('s3://')) {
+    at(['stage', 'url'], 'warehouse.type redshift loads from Amazon S3: set stage.url to s3://bucket/prefix');
+  }
+  if (!rs) {
+    at(
+      ['warehouse', 'redshift'],
+      'warehouse.type redshift needs warehouse.redshift (workgroup or cluster, database, iam_role)',
+    );
+    return;
+  }
+  if (!rs.workgroup === !rs.cluster) {
+    at(
+      ['warehouse', 'redshift'],
+      'give exactly one of warehouse.redshift.workgroup (Serverless) or cluster (provisioned)',
+    );
+  }
+  if (rs.db_user && (!rs.cluster || rs.secret_arn)) {
+    at(['warehouse', 'redshift', 'db_user'], 'db_user applies to a cluster with IAM authentication; drop it');
+  }
+}
+
 /** The validated, typed configuration. */
 export type Config = z.infer<typeof configSchema>;
 export type SourceConfig = Config['source'];
 export type StageConfig = Config['stage'];
 export type WarehouseConfig = Config['warehouse'];
 export type SnowflakeConfig = NonNullable<WarehouseConfig['snowflake']>;
+export type RedshiftConfig = NonNullable<WarehouseConfig['redshift']>;
 export type ParquetConfig = Config['parquet'];
 
 /** Keys whose values are secrets wherever they appear. */

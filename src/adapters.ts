@@ -73,6 +73,7 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
         maximumBytesBilled: bq.maximum_bytes_billed,
         timeoutMs: bq.timeout,
         jobIdPrefix: bq.job_id_prefix,
+        stageUrl: config.stage.url,
       });
     }
     case 'snowflake': {

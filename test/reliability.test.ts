@@ -7,13 +7,15 @@
  * Each scenario adds its figures to a report (NIGHTSHIFT_RELIABILITY_REPORT) the README quotes.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { duckQuery } from './helpers/duck.js';
 import { CLI, type CliResult, freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { keyPair } from './helpers/snowflake-fixtures.js';
+import { FakeSnowflake } from './helpers/snowflake-server.js';
 
 const tmp = tempDir('ns-reliability-');
 let dbUrl: string;
@@ -42,8 +44,108 @@ interface Facts {
   sum: string;
 }
 
+/**
+ * Where a job's rows land: a stage and a warehouse that run here. Each target gives the config of
+ * job n and reads back the warehouse's facts (count, distinct keys, sum of a numeric column).
+ */
+interface Target {
+  readonly name: string;
+  readonly setup?: () => Promise<void>;
+  readonly teardown?: () => Promise<void>;
+  /** `stage` and `warehouse` config of job n, whose files live under `dir`. */
+  config(n: number, dir: string, mode: 'append' | 'merge'): { stage: unknown; warehouse: unknown };
+  /** The stage directory of job n, where its runs/ and state/ are. */
+  stageDir(n: number, dir: string): string;
+  facts(n: number, dir: string): Promise<Facts>;
+}
+
+const NO_ROWS: Facts = { rows: 0, keys: 0, sum: '0.00' };
+
+/** The embedded default: a local stage and a DuckDB file. */
+const duckdbTarget: Target = {
+  name: 'local stage, DuckDB',
+  config: (_n, dir, mode) => ({
+    stage: { url: pathToFileURL(join(dir, 'stage')).href },
+    warehouse: { table: 'trips', mode, duckdb: { path: join(dir, 'warehouse.duckdb') } },
+  }),
+  stageDir: (n, dir) => join(dir, 'stage', `rel-${n}`),
+  facts: async (_n, dir) => {
+    const warehouse = join(dir, 'warehouse.duckdb');
+    if (!existsSync(warehouse)) return NO_ROWS;
+    const tables = await duckQuery(
+      warehouse,
+      "SELECT 1 FROM information_schema.tables WHERE table_name = 'trips'",
+    );
+    if (!tables.length) return NO_ROWS;
+    const [r] = await duckQuery(
+      warehouse,
+      'SELECT count(*) AS rows, count(DISTINCT trip_id) AS keys, coalesce(sum(fare_usd), 0)::varchar AS s FROM trips',
+    );
+    return { rows: Number(r.rows), keys: Number(r.keys), sum: String(r.s) };
+  },
+};
+
+/** A local stage and Snowflake, through its contract server (statements run on DuckDB there). */
+function snowflakeTarget(): Target {
+  const stageDir = join(tmp.dir, 'sf-stage');
+  const keys = keyPair(tmp.dir);
+  let server: FakeSnowflake | undefined;
+  return {
+    name: 'local stage, Snowflake (contract server)',
+    setup: async () => {
+      mkdirSync(stageDir, { recursive: true });
+      server = new FakeSnowflake({
+        account: 'MYORG-NIGHTSHIFT',
+        database: 'ANALYTICS',
+        users: { LOADER_SVC: { publicKey: keys.publicKey, roles: ['LOADER'] } },
+        stages: { 'ANALYTICS.RAW.NIGHTSHIFT_STAGE': { dir: stageDir, url: 's3://bucket/prefix/' } },
+        asyncAfterMs: 300,
+      });
+      await server.start();
+    },
+    teardown: async () => server?.stop(),
+    config: (n, _dir, mode) => ({
+      stage: { url: pathToFileURL(stageDir).href },
+      warehouse: {
+        type: 'snowflake',
+        table: `raw.trips_r${n}`,
+        mode,
+        snowflake: {
+          account: 'myorg-nightshift',
+          user: 'loader_svc',
+          role: 'loader',
+          warehouse: 'load_wh',
+          database: 'analytics',
+          schema: 'raw',
+          private_key_path: keys.privateKeyPath,
+          stage: 'nightshift_stage',
+          access_url: server?.url,
+        },
+      },
+    }),
+    stageDir: (n) => join(stageDir, `rel-${n}`),
+    facts: async (n) => {
+      const table = `"RAW"."TRIPS_R${n}"`;
+      const exists = await server?.query(
+        `SELECT 1 FROM information_schema.tables WHERE table_schema = 'RAW' AND table_name = 'TRIPS_R${n}'`,
+      );
+      if (!exists?.length) return NO_ROWS;
+      const [r] =
+        (await server?.query(
+          `SELECT count(*)::INT AS rows, count(DISTINCT "TRIP_ID")::INT AS keys, coalesce(sum("FARE_USD"), 0)::VARCHAR AS s FROM ${table}`,
+        )) ?? [];
+      return { rows: Number(r?.rows), keys: Number(r?.keys), sum: String(r?.s) };
+    },
+  };
+}
+
 /** A job over its own copy of the trips table, with a short lease so killed holders expire fast. */
-async function tripsJob(rows: number, mode: 'append' | 'merge', extra: Record<string, unknown> = {}) {
+async function tripsJob(
+  rows: number,
+  mode: 'append' | 'merge',
+  extra: Record<string, unknown> = {},
+  target: Target = duckdbTarget,
+) {
   const n = ++jobs;
   const table = `trips_r${n}`;
   await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
@@ -51,14 +153,12 @@ async function tripsJob(rows: number, mode: 'append' | 'merge', extra: Record<st
     sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]);
   await insert(1, rows);
   const dir = join(tmp.dir, `job${n}`);
-  const warehouse = join(dir, 'warehouse.duckdb');
   const config = writeConfig(
     tmp.dir,
     {
       job: `rel-${n}`,
       source: { url: dbUrl, table, cursor: 'updated_at', key: ['trip_id'] },
-      stage: { url: pathToFileURL(join(dir, 'stage')).href },
-      warehouse: { table: 'trips', mode, duckdb: { path: warehouse } },
+      ...target.config(n, dir, mode),
       temp_dir: join(dir, 'tmp'),
       parquet: { part_size_mb: 1, row_group_mb: 1, page_kb: 64 },
       lease: { ttl: '2s' },
@@ -72,27 +172,14 @@ async function tripsJob(rows: number, mode: 'append' | 'merge', extra: Record<st
       dbUrl,
       `SELECT count(*) AS rows, coalesce(sum(fare_usd), 0)::text AS s FROM ${table}`,
     );
-    let w: Facts = { rows: 0, keys: 0, sum: '0.00' };
-    if (existsSync(warehouse)) {
-      const tables = await duckQuery(
-        warehouse,
-        "SELECT 1 FROM information_schema.tables WHERE table_name = 'trips'",
-      );
-      if (tables.length) {
-        const [r] = await duckQuery(
-          warehouse,
-          'SELECT count(*) AS rows, count(DISTINCT trip_id) AS keys, coalesce(sum(fare_usd), 0)::varchar AS s FROM trips',
-        );
-        w = { rows: Number(r.rows), keys: Number(r.keys), sum: String(r.s) };
-      }
-    }
+    const w = await target.facts(n, dir);
     return { source: { rows: Number(s.rows), keys: Number(s.rows), sum: s.s }, warehouse: w };
   };
   return {
     table,
     config,
     dir,
-    stage: join(dir, 'stage', `rel-${n}`),
+    stage: target.stageDir(n, dir),
     insert,
     facts,
     // An update moves rows to the newest cursor value, as `updated_at = now()` would.
@@ -177,28 +264,35 @@ const KILL_POINTS = [
   'after-commit',
 ];
 
-describe('killed at each stage boundary, the next runs load every row exactly once', () => {
-  for (const mode of ['append', 'merge'] as const) {
-    for (const point of KILL_POINTS) {
-      it(`${mode}: SIGKILL ${point}`, async () => {
-        const job = await tripsJob(60_000, mode);
-        const killed = await job.run({ NIGHTSHIFT_FAILPOINTS: point });
-        expect(killed.signal, killed.stdout.slice(-500)).toBe('SIGKILL');
-        // The source moves on while the run is dead.
-        await job.insert(60_001, 61_000);
-        if (mode === 'merge') await job.update(500);
-        const runs = await runUntilSuccess(job);
-        await expectExact(job, `SIGKILL ${point} (${mode})`, runs + 1);
-        // Files of the killed run are never loaded: the loads name their own run's files.
-        const runsDir = join(job.stage, 'runs');
-        for (const name of existsSync(runsDir) ? readdirSync(runsDir) : []) {
-          const manifest = JSON.parse(readFileSync(join(runsDir, name), 'utf8'));
-          for (const f of manifest.files) expect(f.key).toContain(`run=${manifest.run_id}/`);
-        }
-      });
+const TARGETS = [duckdbTarget, snowflakeTarget()];
+
+for (const target of TARGETS) {
+  describe(`killed at each stage boundary, the next runs load every row exactly once: ${target.name}`, () => {
+    beforeAll(async () => target.setup?.());
+    afterAll(async () => target.teardown?.());
+    for (const mode of ['append', 'merge'] as const) {
+      for (const point of KILL_POINTS) {
+        it(`${mode}: SIGKILL ${point}`, async () => {
+          const job = await tripsJob(60_000, mode, {}, target);
+          const killed = await job.run({ NIGHTSHIFT_FAILPOINTS: point });
+          expect(killed.signal, killed.stdout.slice(-500)).toBe('SIGKILL');
+          // The source moves on while the run is dead.
+          await job.insert(60_001, 61_000);
+          if (mode === 'merge') await job.update(500);
+          const runs = await runUntilSuccess(job);
+          const where = target === duckdbTarget ? '' : `, ${target.name}`;
+          await expectExact(job, `SIGKILL ${point} (${mode}${where})`, runs + 1);
+          // Files of the killed run are never loaded: the loads name their own run's files.
+          const runsDir = join(job.stage, 'runs');
+          for (const name of existsSync(runsDir) ? readdirSync(runsDir) : []) {
+            const manifest = JSON.parse(readFileSync(join(runsDir, name), 'utf8'));
+            for (const f of manifest.files) expect(f.key).toContain(`run=${manifest.run_id}/`);
+          }
+        });
+      }
     }
-  }
-});
+  });
+}
 
 describe('killed at random moments from outside', () => {
   it('kill -9 at random times, ten times over, then one clean run', async () => {

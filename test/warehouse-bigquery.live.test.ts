@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BigQuery } from '@google-cloud/bigquery';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { NightshiftError } from '../src/errors.js';
 import type { ByteArrayColumn, Int64Column } from '../src/parquet/column.js';
 import { type ColumnSpec, Physical } from '../src/parquet/schema.js';

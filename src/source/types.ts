@@ -253,7 +253,7 @@ function resolveDomain(
   let current = { oid, typmod };
   for (let depth = 0; depth < 16; depth++) {
     const t = types.get(current.oid);
-    if (!t || t.typtype !== 'd') return current;
+    if (t?.typtype !== 'd') return current;
     current = { oid: t.base, typmod: t.baseTypmod >= 0 ? t.baseTypmod : current.typmod };
   }
   return current;

@@ -17,6 +17,8 @@
  */
 import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
+import type { AccessNeeds } from '../identity/principal.js';
+import { failpoint } from '../run/failpoint.js';
 import type { Window } from '../run/window.js';
 import { jobFailure, translateBigQueryError } from './bigquery-errors.js';
 import {
@@ -37,7 +39,8 @@ import {
   windowCondition,
   windowPartition,
 } from './bigquery-sql.js';
-import type { LoadRequest, LoadResult, Warehouse } from './warehouse.js';
+import { bigQueryAccess } from './grants.js';
+import type { LoadMode, LoadRequest, LoadResult, Warehouse } from './warehouse.js';
 
 export interface BigQueryWarehouseOptions {
   /** Project that runs (and pays for) the jobs; also the default project of tables. */
@@ -53,6 +56,8 @@ export interface BigQueryWarehouseOptions {
   /** How long one job may take (ms). */
   timeoutMs: number;
   jobIdPrefix: string;
+  /** `stage.url`, for the access `nightshift iam` describes. */
+  stageUrl?: string;
   /** First and longest wait between two polls of a job (ms). */
   poll?: { initialMs: number; maxMs: number };
 }
@@ -98,6 +103,12 @@ export class BigQueryWarehouse implements Warehouse {
   constructor(client: BigQuery, options: BigQueryWarehouseOptions) {
     this.client = client;
     this.options = options;
+  }
+
+  /** The roles the job needs, for `nightshift iam`. */
+  accessNeeded(table: string, mode: LoadMode): AccessNeeds {
+    const { project, stagingDataset, stageUrl } = this.options;
+    return bigQueryAccess({ project, stagingDataset, stageUrl: stageUrl ?? '', table, mode });
   }
 
   /** Loads the files with one load job (and one transaction when staging), reusing earlier jobs by id. */
@@ -405,6 +416,7 @@ export class BigQueryWarehouse implements Warehouse {
     signal?.throwIfAborted();
     try {
       const [job] = await this.client.createJob({ jobId: id, location, configuration });
+      await failpoint('load-submitted');
       return { job, found: false };
     } catch (err) {
       if (httpStatus(err) === 409) return { job: this.client.job(id, { location }), found: true };

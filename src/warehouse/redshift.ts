@@ -24,9 +24,12 @@ import type {
   SubStatementData,
 } from '@aws-sdk/client-redshift-data';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
+import type { AccessNeeds } from '../identity/principal.js';
+import { failpoint } from '../run/failpoint.js';
 import { dataPrefix } from '../run/layout.js';
 import type { Window } from '../run/window.js';
 import type { ObjectStore } from '../store/store.js';
+import { redshiftAccess } from './grants.js';
 import { apiError, type ErrorScope, type StatementContext, statementFailure } from './redshift-errors.js';
 import {
   clientToken,
@@ -44,7 +47,7 @@ import {
   tableName,
   windowCondition,
 } from './redshift-sql.js';
-import type { LoadRequest, LoadResult, Warehouse } from './warehouse.js';
+import type { LoadMode, LoadRequest, LoadResult, Warehouse } from './warehouse.js';
 
 /** The Data API calls the warehouse makes; the SDK's aggregated `RedshiftData` client has them. */
 export type DataApiClient = Pick<
@@ -114,6 +117,10 @@ export class RedshiftWarehouse implements Warehouse {
           : 'IAM',
       iamRole: options.iamRole,
     };
+  }
+  /** The runner's IAM policy and the database grants, for `nightshift iam`. */
+  accessNeeded(table: string, mode: LoadMode): AccessNeeds {
+    return redshiftAccess({ ...this.options, stageUrl: this.store.url, table, mode });
   }
 
   /** Where statements run and how the Data API authenticates, as every request names it. */
@@ -357,7 +364,9 @@ export class RedshiftWarehouse implements Warehouse {
         ClientToken: token,
         StatementName: 'nightshift-load',
       });
-      return requireId(out.Id);
+      const id = requireId(out.Id);
+      await failpoint('load-submitted');
+      return id;
     } catch (err) {
       throw apiError(err, ctx, this.scope);
     }

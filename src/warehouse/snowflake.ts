@@ -12,8 +12,11 @@ import type { Connection, ConnectionOptions, RowStatement } from 'snowflake-sdk'
 import { redactor } from '../config/redact.js';
 import type { SnowflakeConfig } from '../config/schema.js';
 import { configError, NightshiftError, validationError } from '../errors.js';
+import type { AccessNeeds } from '../identity/principal.js';
 import type { ColumnSpec } from '../parquet/schema.js';
+import { failpoint } from '../run/failpoint.js';
 import type { Window } from '../run/window.js';
+import { snowflakeAccess } from './grants.js';
 import { connectError, type ErrorScope, type StatementContext, statementError } from './snowflake-errors.js';
 import {
   chunks,
@@ -33,7 +36,7 @@ import {
   targetType,
   windowCondition,
 } from './snowflake-sql.js';
-import type { LoadRequest, LoadResult, StagedFile, Warehouse } from './warehouse.js';
+import type { LoadMode, LoadRequest, LoadResult, StagedFile, Warehouse } from './warehouse.js';
 
 export interface SnowflakeOptions extends SnowflakeConfig {
   /** Job name, for the query tag. */
@@ -148,6 +151,13 @@ export class SnowflakeWarehouse implements Warehouse {
       warehouse: options.warehouse,
       stage: this.stage.sql,
     };
+  }
+
+  /** The grants the loader role needs, for `nightshift iam`. */
+  accessNeeded(table: string, mode: LoadMode): AccessNeeds {
+    const { role, user, warehouse } = this.options;
+    const target = objectName(table, 'warehouse.table', this.defaults);
+    return snowflakeAccess({ role, user, warehouse, table: target, stage: this.stage, mode });
   }
 
   private get defaults(): { database: string; schema: string } {
@@ -281,6 +291,7 @@ export class SnowflakeWarehouse implements Warehouse {
         );
       }
       const loadId = session.lastQueryId;
+      await failpoint('load-submitted');
       // Not cancelled by SIGTERM: a COMMIT is short, and finishing it beats an unknown outcome.
       await session.run('COMMIT', { action: 'commit the load' });
       return { rowsLoaded: inserted, rowsReplaced: replaced, ...(loadId ? { loadId } : {}) };

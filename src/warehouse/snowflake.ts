@@ -311,8 +311,11 @@ export class SnowflakeWarehouse implements Warehouse {
     const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
     const tag = `nightshift job=${request.job} run=${request.runId}`;
     // UTC: a Parquet instant loaded into a timestamp column must not take the session's offset.
+    // ABORT_DETACHED_QUERY: a pod killed mid-COPY leaves no statement running on for hours; its
+    // detached transaction is aborted once it blocks the next run's for 5 minutes, within LOCK_TIMEOUT.
     return [
       "ALTER SESSION SET TIMEZONE = 'UTC'",
+      'ABORT_DETACHED_QUERY = TRUE',
       `LOCK_TIMEOUT = ${seconds(this.options.lock_timeout)}`,
       `STATEMENT_TIMEOUT_IN_SECONDS = ${seconds(this.options.statement_timeout)}`,
       `QUERY_TAG = ${literal(tag)}`,

@@ -8,14 +8,17 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startEmbeddedPostgres } from '../src/demo/embedded.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { duckQuery } from './helpers/duck.js';
 import { CLI, type CliResult, freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
 import { keyPair } from './helpers/snowflake-fixtures.js';
-import { FakeSnowflake } from './helpers/snowflake-server.js';
+import { FakeSnowflake, type Fault } from './helpers/snowflake-server.js';
 
 const tmp = tempDir('ns-reliability-');
 let dbUrl: string;
@@ -86,7 +89,7 @@ const duckdbTarget: Target = {
 };
 
 /** A local stage and Snowflake, through its contract server (statements run on DuckDB there). */
-function snowflakeTarget(): Target {
+function snowflakeTarget(): Target & { inject(fault: Fault): void } {
   const stageDir = join(tmp.dir, 'sf-stage');
   const keys = keyPair(tmp.dir);
   let server: FakeSnowflake | undefined;
@@ -104,6 +107,7 @@ function snowflakeTarget(): Target {
       await server.start();
     },
     teardown: async () => server?.stop(),
+    inject: (fault) => server?.inject(fault),
     config: (n, _dir, mode) => ({
       stage: { url: pathToFileURL(stageDir).href },
       warehouse: {
@@ -145,19 +149,20 @@ async function tripsJob(
   mode: 'append' | 'merge',
   extra: Record<string, unknown> = {},
   target: Target = duckdbTarget,
+  db = dbUrl,
 ) {
   const n = ++jobs;
   const table = `trips_r${n}`;
-  await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
+  await sql(db, TRIPS_DDL.replaceAll('trips', table));
   const insert = (first: number, last: number) =>
-    sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]);
+    sql(db, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]);
   await insert(1, rows);
   const dir = join(tmp.dir, `job${n}`);
   const config = writeConfig(
     tmp.dir,
     {
       job: `rel-${n}`,
-      source: { url: dbUrl, table, cursor: 'updated_at', key: ['trip_id'] },
+      source: { url: db, table, cursor: 'updated_at', key: ['trip_id'] },
       ...target.config(n, dir, mode),
       temp_dir: join(dir, 'tmp'),
       parquet: { part_size_mb: 1, row_group_mb: 1, page_kb: 64 },
@@ -169,7 +174,7 @@ async function tripsJob(
   );
   const facts = async (): Promise<{ source: Facts; warehouse: Facts }> => {
     const [s] = await sql<{ rows: string; s: string }>(
-      dbUrl,
+      db,
       `SELECT count(*) AS rows, coalesce(sum(fare_usd), 0)::text AS s FROM ${table}`,
     );
     const w = await target.facts(n, dir);
@@ -185,7 +190,7 @@ async function tripsJob(
     // An update moves rows to the newest cursor value, as `updated_at = now()` would.
     update: (ids: number) =>
       sql(
-        dbUrl,
+        db,
         `UPDATE ${table} SET fare_usd = fare_usd + 1, updated_at = (SELECT max(updated_at) FROM ${table}) + interval '1 millisecond' WHERE trip_id <= $1`,
         [ids],
       ),
@@ -264,7 +269,8 @@ const KILL_POINTS = [
   'after-commit',
 ];
 
-const TARGETS = [duckdbTarget, snowflakeTarget()];
+const snowflake = snowflakeTarget();
+const TARGETS = [duckdbTarget, snowflake];
 
 for (const target of TARGETS) {
   describe(`killed at each stage boundary, the next runs load every row exactly once: ${target.name}`, () => {
@@ -378,6 +384,65 @@ describe('transient faults', () => {
     expect(cut.summary?.status).toBe('failed');
     const runs = await runUntilSuccess(job);
     await expectExact(job, 'PostgreSQL connection cut mid-export', runs + 1);
+  });
+});
+
+describe('transient faults: PostgreSQL restarted', () => {
+  it('PostgreSQL restarted mid-COPY exits 75; the next run finishes', async () => {
+    // Outside the suite's private temp dir: the postgres OS user must reach it when tests run as root.
+    const dataDir = await mkdtemp(join(tmpdir(), 'nightshift-pg-restart-'));
+    const first = await startEmbeddedPostgres({ dataDir });
+    const port = Number(new URL(first.url).port);
+    let server = first;
+    try {
+      const job = await tripsJob(60_000, 'append', {}, duckdbTarget, first.url);
+      const run = spawnRun(job.config, { NIGHTSHIFT_FAILPOINTS: 'mid-copy=sleep:3000' });
+      await sleep(1200);
+      await server.stop(); // a fast shutdown: every session is cut, as in a failover or restart
+      server = await startEmbeddedPostgres({ dataDir, port });
+      const cut = await run.done;
+      expect(cut.code, cut.stdout.slice(-600)).toBe(75);
+      await job.insert(60_001, 60_500);
+      const runs = await runUntilSuccess(job);
+      await expectExact(job, 'PostgreSQL restarted mid-export', runs + 1);
+    } finally {
+      await server.stop();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('transient faults: a slow warehouse', () => {
+  beforeAll(async () => snowflake.setup?.());
+  afterAll(async () => snowflake.teardown?.());
+  it('Snowflake cutting the COPY at its statement timeout, then a lock wait timing out: exit 75 each; the next run finishes', async () => {
+    const job = await tripsJob(30_000, 'merge', {}, snowflake);
+    await job.run(); // the table exists; the faults hit a merge into it
+    await job.update(300);
+    snowflake.inject({
+      match: /^COPY INTO/,
+      delayMs: 1500,
+      error: {
+        code: '000630',
+        sqlState: '57014',
+        message: 'Statement reached its statement or warehouse timeout of 1 second(s) and was canceled.',
+      },
+    });
+    const slow = await job.run();
+    expect(slow.code, slow.stdout.slice(-600)).toBe(75);
+    snowflake.inject({
+      match: /^DELETE FROM/,
+      delayMs: 1000,
+      error: {
+        code: '000625',
+        sqlState: '57014',
+        message: 'Statement aborted because the lock wait timeout of 1 seconds was exceeded.',
+      },
+    });
+    const locked = await job.run();
+    expect(locked.code, locked.stdout.slice(-600)).toBe(75);
+    const runs = await runUntilSuccess(job);
+    await expectExact(job, 'a slow warehouse: statement and lock timeouts (Snowflake)', runs + 3);
   });
 });
 

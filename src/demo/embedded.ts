@@ -46,6 +46,8 @@ export interface StartOptions {
   settings?: Record<string, string>;
   /** Called with server log lines (default: dropped). */
   onLog?: (line: string) => void;
+  /** The port to listen on (a restart of a kept cluster at the same address); default: a free one. */
+  port?: number;
 }
 
 /** Starts a fresh server in a temporary directory; stop() removes it. */
@@ -68,7 +70,7 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
   await chmod(dir, 0o755);
   const persistent = options.dataDir !== undefined;
   const initialised = persistent && existsSync(join(dir, 'data', 'PG_VERSION'));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   // A kept cluster keeps its password: it is only ever reachable from this machine's loopback.
   const password = persistent ? 'nightshift-bench' : randomBytes(12).toString('hex');
   const settings = {

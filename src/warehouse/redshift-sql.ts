@@ -8,59 +8,24 @@ import { createHash } from 'node:crypto';
 import { configError } from '../errors.js';
 import { type ColumnSpec, Physical } from '../parquet/schema.js';
 import { type Window, windowPredicate } from '../run/window.js';
+import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from './names.js';
 import type { LoadMode, StagedFile } from './warehouse.js';
 
-/** A double-quoted identifier. */
-export const quote = (id: string): string => `"${id.replaceAll('"', '""')}"`;
+export { quote };
 
 /** The widest VARCHAR: Redshift counts its length in bytes, at most 65535. */
 export const MAX_VARCHAR = 'VARCHAR(65535)';
 /** The widest VARBYTE every Redshift release accepts. */
 const MAX_VARBYTE = 'VARBYTE(1024000)';
 
-const UNQUOTED = /^[A-Za-z_][A-Za-z0-9_$]*$/;
+export const REDSHIFT_NAMES: NameDialect = {
+  name: 'Redshift',
+  fold: (part) => part.toLowerCase(),
+  example: '"my table"',
+};
 
-/**
- * Splits `a."B.c"` into its parts and resolves each as Redshift does by default: an unquoted part
- * is folded to lower case, a double-quoted one is kept as written.
- */
-export function resolveParts(text: string, key: string): string[] {
-  const parts: string[] = [];
-  let i = 0;
-  while (i < text.length) {
-    if (text[i] === '"') {
-      let part = '';
-      let j = i + 1;
-      for (; j < text.length; j++) {
-        if (text[j] === '"' && text[j + 1] === '"') {
-          part += '"';
-          j++;
-        } else if (text[j] === '"') break;
-        else part += text[j];
-      }
-      if (j >= text.length || !part)
-        throw configError(`${key}: ${text} has an unterminated or empty quoted name`);
-      parts.push(part);
-      i = j + 1;
-    } else {
-      const end = text.indexOf('.', i) < 0 ? text.length : text.indexOf('.', i);
-      const part = text.slice(i, end);
-      if (!UNQUOTED.test(part)) {
-        throw configError(`${key}: "${part}" in ${text} is not a Redshift name`, {
-          hint: 'use letters, digits, _ and $, or double-quote the name: "my table"',
-        });
-      }
-      parts.push(part.toLowerCase());
-      i = end;
-    }
-    if (i >= text.length) break;
-    if (text[i] !== '.') throw configError(`${key}: expected "." after a quoted name in ${text}`);
-    i++;
-    if (i >= text.length) throw configError(`${key}: ${text} ends with "."`);
-  }
-  if (parts.length === 0) throw configError(`${key} is empty`);
-  return parts;
-}
+/** Splits `a."B.c"` into parts resolved as Redshift resolves them (unquoted: lower case). */
+export const resolveParts = (text: string, key: string): string[] => splitName(text, key, REDSHIFT_NAMES, 3);
 
 /** A schema-qualified table. */
 export interface TableName {
@@ -206,28 +171,12 @@ export function castType(column: TableColumn): string {
   }
 }
 
-/**
- * The table column a Parquet column loads into: the exact name, else the one name equal to it
- * ignoring case (Redshift folds unquoted names to lower case).
- */
-export function resolveColumn(
+/** The table column a Parquet column loads into (exact name, else the one equal ignoring case). */
+export const resolveColumn = (
   columns: ReadonlyMap<string, TableColumn>,
   name: string,
   table: string,
-): TableColumn {
-  const exact = columns.get(name);
-  if (exact) return exact;
-  const folded = [...columns.values()].filter((c) => c.name.toLowerCase() === name.toLowerCase());
-  if (folded.length === 1) return folded[0];
-  if (folded.length > 1) {
-    throw configError(`${table} has several columns named ${name} in different cases`, {
-      hint: 'rename the columns so that each exported column matches one of them',
-    });
-  }
-  throw configError(`${table} has no column ${name}, which the export holds`, {
-    hint: `add it (ALTER TABLE ${table} ADD COLUMN ${quote(name)} <type>), or load into a new table`,
-  });
-}
+): TableColumn => sharedResolveColumn(columns, name, table, (n) => n);
 
 /** 16 bytes -> the canonical 8-4-4-4-12 lower-case text PostgreSQL prints. */
 function uuidText(bytes: string): string {

@@ -7,60 +7,25 @@
 import { configError } from '../errors.js';
 import { type ColumnSpec, Physical } from '../parquet/schema.js';
 import { type Window, windowPredicate } from '../run/window.js';
+import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from './names.js';
+
+export { quote };
 
 /** Most files one COPY may list in FILES = (...). */
 export const MAX_FILES_PER_COPY = 1000;
 
-/** A double-quoted identifier. */
-export const quote = (id: string): string => `"${id.replaceAll('"', '""')}"`;
-
 /** A single-quoted string literal; Snowflake treats backslash as an escape inside quotes. */
 export const literal = (text: string): string => `'${text.replaceAll('\\', '\\\\').replaceAll("'", "''")}'`;
 
-const UNQUOTED = /^[A-Za-z_][A-Za-z0-9_$]*$/;
+export const SNOWFLAKE_NAMES: NameDialect = {
+  name: 'Snowflake',
+  fold: (part) => part.toUpperCase(),
+  example: '"My Table"',
+};
 
-/**
- * Splits `a.b."C.d"` into its parts and resolves each as Snowflake does: an unquoted part is
- * upper-cased, a double-quoted part is kept as written.
- */
-export function resolveParts(text: string, key: string, max: number): string[] {
-  const parts: string[] = [];
-  let i = 0;
-  while (i <= text.length) {
-    if (text[i] === '"') {
-      let j = i + 1;
-      let part = '';
-      for (; j < text.length; j++) {
-        if (text[j] === '"' && text[j + 1] === '"') {
-          part += '"';
-          j++;
-        } else if (text[j] === '"') break;
-        else part += text[j];
-      }
-      if (j >= text.length || !part)
-        throw configError(`${key}: ${text} has an unterminated or empty quoted name`);
-      parts.push(part);
-      i = j + 1;
-    } else {
-      const end = text.indexOf('.', i) < 0 ? text.length : text.indexOf('.', i);
-      const part = text.slice(i, end);
-      if (!UNQUOTED.test(part)) {
-        throw configError(`${key}: "${part}" in ${text} is not a Snowflake name`, {
-          hint: 'use letters, digits, _ and $, or double-quote the name as it was created: "My Table"',
-        });
-      }
-      parts.push(part.toUpperCase());
-      i = end;
-    }
-    if (i >= text.length) break;
-    if (text[i] !== '.') throw configError(`${key}: expected "." after a quoted name in ${text}`);
-    i++;
-  }
-  if (parts.length === 0 || parts.length > max) {
-    throw configError(`${key}: ${text} should have 1 to ${max} dot-separated parts`);
-  }
-  return parts;
-}
+/** Splits `a.b."C.d"` into parts resolved as Snowflake resolves them (unquoted: upper case). */
+export const resolveParts = (text: string, key: string, max: number): string[] =>
+  splitName(text, key, SNOWFLAKE_NAMES, max);
 
 /** A fully qualified object name. */
 export interface ObjectName {
@@ -216,28 +181,12 @@ export function windowCondition(
   return { sql, binds };
 }
 
-/**
- * The table column a Parquet column loads into: the exact name, else the one name equal to it
- * ignoring case (an unquoted upper-case column for a PostgreSQL lower-case one).
- */
-export function resolveColumn(
+/** The table column a Parquet column loads into (exact name, else the one equal ignoring case). */
+export const resolveColumn = (
   columns: ReadonlyMap<string, TableColumn>,
   name: string,
   table: string,
-): TableColumn {
-  const exact = columns.get(name);
-  if (exact) return exact;
-  const folded = [...columns.values()].filter((c) => c.name.toLowerCase() === name.toLowerCase());
-  if (folded.length === 1) return folded[0];
-  if (folded.length > 1) {
-    throw configError(`${table} has several columns named ${name} in different cases`, {
-      hint: 'rename the columns so that each exported column matches one of them',
-    });
-  }
-  throw configError(`${table} has no column ${name}, which the export holds`, {
-    hint: `add it (ALTER TABLE ${table} ADD COLUMN ${quote(newColumnName(name))} <type>), or load into a new table`,
-  });
-}
+): TableColumn => sharedResolveColumn(columns, name, table, newColumnName);
 
 /** The longest directory prefix shared by all keys (`job/data/dt=.../run=.../`). */
 export function commonDirectory(keys: readonly string[]): string {

@@ -59,3 +59,16 @@ export function untilAborted<T>(
     );
   });
 }
+
+/** Waits `ms`, or less when `signal` aborts first (never rejects): a poll loop's pause. */
+export function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}

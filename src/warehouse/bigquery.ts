@@ -18,6 +18,7 @@
 import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
 import type { AccessNeeds } from '../identity/principal.js';
+import { pause as sleep } from '../run/abort.js';
 import { failpoint } from '../run/failpoint.js';
 import type { Window } from '../run/window.js';
 import { jobFailure, translateBigQueryError } from './bigquery-errors.js';
@@ -552,16 +553,4 @@ export function httpStatus(err: unknown): number | undefined {
 function hasJobResource(err: unknown): boolean {
   const response = (err as { response?: { jobReference?: unknown } } | null)?.response;
   return typeof response?.jobReference === 'object';
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

@@ -25,6 +25,7 @@ import type {
 } from '@aws-sdk/client-redshift-data';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
 import type { AccessNeeds } from '../identity/principal.js';
+import { pause as sleep } from '../run/abort.js';
 import { failpoint } from '../run/failpoint.js';
 import { dataPrefix } from '../run/layout.js';
 import type { Window } from '../run/window.js';
@@ -524,16 +525,4 @@ function fieldValue(field: Field): unknown {
 /** Seconds for a message: one decimal below ten. */
 function seconds(ms: number): string {
   return (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 }

@@ -17,8 +17,8 @@ import { startEmbeddedPostgres } from '../src/demo/embedded.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { duckQuery } from './helpers/duck.js';
 import { CLI, type CliResult, freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
-import { keyPair } from './helpers/snowflake-fixtures.js';
 import { FakeSnowflake, type Fault } from './helpers/snowflake-server.js';
+import { keyPair } from './helpers/warehouse-fixtures.js';
 
 const tmp = tempDir('ns-reliability-');
 let dbUrl: string;

@@ -8,7 +8,6 @@ import { BigQuery } from '@google-cloud/bigquery';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createWarehouse } from '../src/adapters.js';
 import { bigQueryDefaults, type Config, configSchema } from '../src/config/schema.js';
-import { NightshiftError } from '../src/errors.js';
 import { LocalStore } from '../src/store/local.js';
 import { BigQueryWarehouse, type BigQueryWarehouseOptions } from '../src/warehouse/bigquery.js';
 import {
@@ -20,6 +19,7 @@ import {
   stagedFiles,
 } from './helpers/bigquery-cases.js';
 import { BigQueryContractServer, type Field, TOKEN } from './helpers/bigquery-server.js';
+import { failure } from './helpers/warehouse-fixtures.js';
 
 const STAGE = 'gs://nightshift-stage/prefix';
 const INFERRED: Field[] = [
@@ -79,15 +79,6 @@ function stage(rows: number[], seed = 'a') {
 
 function existingTarget(extra: Partial<Parameters<BigQueryContractServer['addTable']>[1]> = {}) {
   server.addTable(TARGET, { schema: { fields: INFERRED }, numRows: 40, ...extra });
-}
-
-async function failure(promise: Promise<unknown>): Promise<NightshiftError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(NightshiftError);
-  return err as NightshiftError;
 }
 
 const PARQUET_OPTIONS = {

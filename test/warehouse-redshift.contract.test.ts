@@ -13,7 +13,6 @@ import { RedshiftData } from '@aws-sdk/client-redshift-data';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWarehouse } from '../src/adapters.js';
 import { type Config, configSchema } from '../src/config/schema.js';
-import { NightshiftError } from '../src/errors.js';
 import { dataPrefix } from '../src/run/layout.js';
 import { LocalStore } from '../src/store/local.js';
 import { type RedshiftOptions, RedshiftWarehouse } from '../src/warehouse/redshift.js';
@@ -21,7 +20,15 @@ import { clientToken } from '../src/warehouse/redshift-sql.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 import { freshDatabase, tempDir } from './helpers/env.js';
 import { FakeRedshiftData } from './helpers/redshift-data-server.js';
-import { stageParts, TRIP_COLUMNS, type Trip, trips, tripWindow } from './helpers/snowflake-fixtures.js';
+import {
+  failure,
+  stageParts,
+  TRIP_COLUMNS,
+  type Trip,
+  trips,
+  tripsLoadRequest,
+  tripWindow,
+} from './helpers/warehouse-fixtures.js';
 
 const REGION = 'us-east-1';
 const ACCOUNT = '123456789012';
@@ -124,34 +131,13 @@ function job() {
   const request = (
     staged: { runId: string; files: StagedFile[] },
     more: Partial<LoadRequest> = {},
-  ): LoadRequest => ({
-    job: 'trips',
-    runId: staged.runId,
-    table,
-    mode: 'append',
-    files: staged.files,
-    columns: TRIP_COLUMNS,
-    window: tripWindow(1, 3),
-    key: ['trip_id'],
-    expectedRows: staged.files.reduce((n, f) => n + f.rows, 0),
-    ...more,
-  });
+  ): LoadRequest => tripsLoadRequest(table, staged, more);
   const rows = () =>
     server.admin(
       `SELECT trip_id AS id, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') AS updated, CAST(fare_usd AS text) AS fare, region, CAST(payload AS text) AS payload, ride_id AS ride, CAST(tags AS text) AS tags FROM ${table} ORDER BY 1`,
     );
   const exists = async () => (await server.admin('SELECT to_regclass($1) AS t', [table]))[0].t !== null;
   return { table, sql: `"raw"."trips_${counter}"`, request, rows, exists };
-}
-
-async function failure(promise: Promise<unknown>): Promise<NightshiftError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(NightshiftError);
-    return err as NightshiftError;
-  }
-  throw new Error('expected the load to fail');
 }
 
 const requestsSince = (from: number, op?: string) =>

@@ -20,12 +20,18 @@ import { join } from 'node:path';
 import { RedshiftData } from '@aws-sdk/client-redshift-data';
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { NightshiftError } from '../src/errors.js';
 import type { ObjectInfo, ObjectStore } from '../src/store/store.js';
 import { type RedshiftOptions, RedshiftWarehouse } from '../src/warehouse/redshift.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 import { tempDir } from './helpers/env.js';
-import { stageParts, TRIP_COLUMNS, type Trip, trips, tripWindow } from './helpers/snowflake-fixtures.js';
+import {
+  failure,
+  stageParts,
+  type Trip,
+  trips,
+  tripsLoadRequest,
+  tripWindow,
+} from './helpers/warehouse-fixtures.js';
 
 const env = process.env;
 const STAGE = env.NIGHTSHIFT_TEST_REDSHIFT_STAGE?.replace(/\/$/, '');
@@ -157,18 +163,7 @@ describe.skipIf(!credentials)('Redshift warehouse live', () => {
     const request = (
       staged: { runId: string; files: StagedFile[] },
       more: Partial<LoadRequest> = {},
-    ): LoadRequest => ({
-      job: 'trips',
-      runId: staged.runId,
-      table: `${schema}.${table}`,
-      mode: 'append',
-      files: staged.files,
-      columns: TRIP_COLUMNS,
-      window: tripWindow(1, 3),
-      key: ['trip_id'],
-      expectedRows: staged.files.reduce((n, f) => n + f.rows, 0),
-      ...more,
-    });
+    ): LoadRequest => tripsLoadRequest(`${schema}.${table}`, staged, more);
     const rows = async () =>
       (
         await sql(
@@ -179,16 +174,6 @@ describe.skipIf(!credentials)('Redshift warehouse live', () => {
       (await sql(`SELECT 1 FROM svv_columns WHERE table_schema = '${schema}' AND table_name = '${table}'`))
         .length > 0;
     return { table, request, rows, exists };
-  }
-
-  async function failure(promise: Promise<unknown>): Promise<NightshiftError> {
-    try {
-      await promise;
-    } catch (err) {
-      expect(err).toBeInstanceOf(NightshiftError);
-      return err as NightshiftError;
-    }
-    throw new Error('expected the load to fail');
   }
 
   afterAll(async () => {

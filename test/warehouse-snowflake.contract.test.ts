@@ -11,19 +11,20 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { redactor } from '../src/config/redact.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
-import { NightshiftError } from '../src/errors.js';
 import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 import { freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { FakeSnowflake } from './helpers/snowflake-server.js';
 import {
   cloneParts,
+  failure,
   keyPair,
   stageParts,
   TRIP_COLUMNS,
   trips,
+  tripsLoadRequest,
   tripWindow,
-} from './helpers/snowflake-fixtures.js';
-import { FakeSnowflake } from './helpers/snowflake-server.js';
+} from './helpers/warehouse-fixtures.js';
 
 const tmp = tempDir('ns-snowflake-');
 const stageDir = join(tmp.dir, 'stage');
@@ -92,18 +93,7 @@ function job(overrides: Partial<SnowflakeOptions> = {}) {
   const request = (
     staged: { runId: string; files: StagedFile[] },
     more: Partial<LoadRequest> = {},
-  ): LoadRequest => ({
-    job: 'trips',
-    runId: staged.runId,
-    table: `raw.${table}`,
-    mode: 'append',
-    files: staged.files,
-    columns: TRIP_COLUMNS,
-    window: tripWindow(1, 3),
-    key: ['trip_id'],
-    expectedRows: staged.files.reduce((n, f) => n + f.rows, 0),
-    ...more,
-  });
+  ): LoadRequest => tripsLoadRequest(`raw.${table}`, staged, more);
   const rows = () =>
     server.query(
       `SELECT "TRIP_ID" AS id, CAST("UPDATED_AT" AS VARCHAR) AS updated, CAST("FARE_USD" AS VARCHAR) AS fare, "REGION" AS region, CAST("PAYLOAD" AS VARCHAR) AS payload, "RIDE_ID" AS ride, CAST("TAGS" AS VARCHAR) AS tags FROM "RAW"."TRIPS_${n}" ORDER BY 1`,
@@ -114,16 +104,6 @@ function job(overrides: Partial<SnowflakeOptions> = {}) {
 /** SQL of the statements run since `from`, one line each. */
 function sqlSince(from: number): string[] {
   return server.statements.slice(from).map((s) => s.sql.replace(/\s*\n\s*/g, ' '));
-}
-
-async function failure(promise: Promise<unknown>): Promise<NightshiftError> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(err).toBeInstanceOf(NightshiftError);
-    return err as NightshiftError;
-  }
-  throw new Error('expected the load to fail');
 }
 
 const JOB_DIR = /trips\/data\/dt=\d{4}-\d{2}-\d{2}\/run=[0-9TZ]+-[0-9a-f]{6}\//;

@@ -18,9 +18,9 @@ import type { Connection } from 'snowflake-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NightshiftError } from '../src/errors.js';
 import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake.js';
-import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
+import type { StagedFile } from '../src/warehouse/warehouse.js';
 import { tempDir } from './helpers/env.js';
-import { stageParts, TRIP_COLUMNS, trips, tripWindow } from './helpers/snowflake-fixtures.js';
+import { stageParts, trips, tripsLoadRequest, tripWindow } from './helpers/warehouse-fixtures.js';
 
 const env = process.env;
 const credentials = !!(
@@ -77,24 +77,7 @@ describe.skipIf(!credentials)('Snowflake warehouse live', () => {
     return staged;
   }
 
-  function request(
-    table: string,
-    staged: { runId: string; files: StagedFile[] },
-    more: Partial<LoadRequest> = {},
-  ): LoadRequest {
-    return {
-      job: 'trips',
-      runId: staged.runId,
-      table,
-      mode: 'append',
-      files: staged.files,
-      columns: TRIP_COLUMNS,
-      window: tripWindow(1, 3),
-      key: ['trip_id'],
-      expectedRows: staged.files.reduce((n, f) => n + f.rows, 0),
-      ...more,
-    };
-  }
+  const request = tripsLoadRequest;
 
   const table = (name: string) => {
     const t = `NIGHTSHIFT_LIVE_${name}_${suffix}`;

@@ -6,10 +6,12 @@ import { generateKeyPairSync } from 'node:crypto';
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { expect } from 'vitest';
+import { NightshiftError } from '../../src/errors.js';
 import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
 import { dataPrefix, newRunId, partFileName } from '../../src/run/layout.js';
 import type { Window } from '../../src/run/window.js';
-import type { StagedFile } from '../../src/warehouse/warehouse.js';
+import type { LoadRequest, StagedFile } from '../../src/warehouse/warehouse.js';
 
 /** A trip as the fixtures write it. */
 export interface Trip {
@@ -129,4 +131,35 @@ export function keyPair(dir: string, passphrase?: string): { privateKeyPath: str
   const privateKeyPath = join(dir, `rsa_key_${Math.random().toString(16).slice(2)}.p8`);
   writeFileSync(privateKeyPath, privateKey, { mode: 0o600 });
   return { privateKeyPath, publicKey };
+}
+
+/** A load request of the trips test job over staged files: append of window (1, 3] unless `more` says otherwise. */
+export function tripsLoadRequest(
+  table: string,
+  staged: { runId: string; files: StagedFile[] },
+  more: Partial<LoadRequest> = {},
+): LoadRequest {
+  return {
+    job: 'trips',
+    runId: staged.runId,
+    table,
+    mode: 'append',
+    files: staged.files,
+    columns: TRIP_COLUMNS,
+    window: tripWindow(1, 3),
+    key: ['trip_id'],
+    expectedRows: staged.files.reduce((n, f) => n + f.rows, 0),
+    ...more,
+  };
+}
+
+/** The NightshiftError a promise rejects with; fails the test when it resolves or throws something else. */
+export async function failure(promise: Promise<unknown>): Promise<NightshiftError> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(err).toBeInstanceOf(NightshiftError);
+    return err as NightshiftError;
+  }
+  throw new Error('expected the load to fail');
 }

@@ -120,7 +120,7 @@ const s3 = z
       .min(1)
       .optional()
       .describe(
-        "Region of the bucket (`eu-west-1`). Default: `AWS_REGION` or `AWS_DEFAULT_REGION` (EKS sets it), else `us-east-1`.",
+        'Region of the bucket (`eu-west-1`). Default: `AWS_REGION` or `AWS_DEFAULT_REGION` (EKS sets it), else `us-east-1`.',
       ),
     endpoint: z
       .string()
@@ -132,7 +132,9 @@ const s3 = z
     force_path_style: z
       .boolean()
       .default(false)
-      .describe('Address the bucket in the path (`https://host/bucket/key`) instead of the host name; MinIO needs it.'),
+      .describe(
+        'Address the bucket in the path (`https://host/bucket/key`) instead of the host name; MinIO needs it.',
+      ),
     server_side_encryption: z
       .enum(['AES256', 'aws:kms', 'aws:kms:dsse'])
       .optional()
@@ -197,7 +199,9 @@ const s3 = z
         'When the SDK adds its own request checksum (`requestChecksumCalculation`). Part files always carry a SHA-256 checksum that S3 verifies. `when_required` for S3-compatible servers that do not decode `aws-chunked` bodies.',
       ),
   })
-  .describe('S3 stage settings (`stage.url: s3://bucket/prefix`). Credentials come from the AWS default chain.');
+  .describe(
+    'S3 stage settings (`stage.url: s3://bucket/prefix`). Credentials come from the AWS default chain.',
+  );
 
 const gcs = z
   .strictObject({
@@ -610,7 +614,8 @@ export const configSchema = z
 
 /** Cross-field rules of `stage`: each block goes with its URL scheme, and options that need a partner. */
 function checkStage(st: z.infer<typeof stage>, ctx: z.RefinementCtx): void {
-  const at = (path: string[], message: string) => ctx.addIssue({ code: 'custom', path: ['stage', ...path], message });
+  const at = (path: string[], message: string) =>
+    ctx.addIssue({ code: 'custom', path: ['stage', ...path], message });
   if (st.s3 && !st.url.startsWith('s3://')) at(['s3'], 'stage.s3 applies to an s3:// stage.url');
   if (st.gcs && !st.url.startsWith('gs://')) at(['gcs'], 'stage.gcs applies to a gs:// stage.url');
   const s3 = st.s3;

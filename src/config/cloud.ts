@@ -32,6 +32,8 @@ export interface AwsEnvironment {
   readonly containerAuthorizationTokenFile?: string;
   /** AWS_ENDPOINT_URL_STS, else AWS_ENDPOINT_URL: where STS is reached (VPC endpoint, tests). */
   readonly stsEndpoint?: string;
+  /** AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL: an S3-compatible server or a VPC endpoint. */
+  readonly s3Endpoint?: string;
   /** AWS_EC2_METADATA_DISABLED=true: no instance metadata fallback. */
   readonly ec2MetadataDisabled: boolean;
 }
@@ -69,6 +71,7 @@ export function cloudEnvironment(env: NodeJS.ProcessEnv = process.env): CloudEnv
       containerCredentialsRelativeUri: value(env, 'AWS_CONTAINER_CREDENTIALS_RELATIVE_URI'),
       containerAuthorizationTokenFile: value(env, 'AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE'),
       stsEndpoint: value(env, 'AWS_ENDPOINT_URL_STS') ?? value(env, 'AWS_ENDPOINT_URL'),
+      s3Endpoint: value(env, 'AWS_ENDPOINT_URL_S3') ?? value(env, 'AWS_ENDPOINT_URL'),
       ec2MetadataDisabled: value(env, 'AWS_EC2_METADATA_DISABLED')?.toLowerCase() === 'true',
     },
     gcp: {

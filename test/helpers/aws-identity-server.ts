@@ -95,7 +95,7 @@ export class AwsIdentityServer {
     return stsError(res, 400, 'InvalidAction', `Could not find operation ${action}`);
   }
 
-  private assumeRole(body: URLSearchParams, res: ServerResponse): void {
+  private assumeRole(body: URLSearchParams, res: ServerResponse): undefined {
     const token = body.get('WebIdentityToken') ?? '';
     const roleArn = body.get('RoleArn') ?? '';
     const subject = this.oidcTokens.get(token);
@@ -120,7 +120,7 @@ export class AwsIdentityServer {
     );
   }
 
-  private callerIdentity(req: IncomingMessage, res: ServerResponse): void {
+  private callerIdentity(req: IncomingMessage, res: ServerResponse): undefined {
     const keyId = /Credential=([^/]+)\//.exec(req.headers.authorization ?? '')?.[1] ?? '';
     const p = this.principals.get(keyId);
     if (!p)
@@ -138,10 +138,10 @@ export class AwsIdentityServer {
   }
 
   /** The Pod Identity agent: the token must be the projected one, and an association must exist. */
-  private agent(req: IncomingMessage, res: ServerResponse): void {
+  private agent(req: IncomingMessage, res: ServerResponse): undefined {
     this.calls.push({ path: '/v1/credentials', auth: req.headers.authorization });
     const config = this.podIdentity;
-    const json = (status: number, body: unknown) => {
+    const json = (status: number, body: unknown): undefined => {
       res.writeHead(status, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body));
     };
@@ -164,12 +164,12 @@ export class AwsIdentityServer {
   }
 }
 
-function xml(res: ServerResponse, status: number, body: string): void {
+function xml(res: ServerResponse, status: number, body: string): undefined {
   res.writeHead(status, { 'content-type': 'text/xml' });
   res.end(body);
 }
 
-function stsError(res: ServerResponse, status: number, code: string, message: string): void {
+function stsError(res: ServerResponse, status: number, code: string, message: string): undefined {
   xml(
     res,
     status,

@@ -200,6 +200,22 @@ describe('S3 stage specifics', () => {
     }
   });
 
+  it('lists past one page (S3 returns at most 1000 keys a page) in key order', async () => {
+    const store = s3Store();
+    try {
+      const keys = Array.from({ length: 1003 }, (_, i) => `job/runs/${String(i).padStart(5, '0')}.json`);
+      for (let i = 0; i < keys.length; i += 50)
+        await Promise.all(keys.slice(i, i + 50).map((k) => store.put(k, '{}')));
+      const before = proxy.requests.length;
+      const listed: string[] = [];
+      for await (const o of store.list('job/runs/')) listed.push(o.key);
+      expect(listed).toEqual(keys);
+      expect(proxy.requests.slice(before).filter((r) => r.action === 's3:ListBucket')).toHaveLength(2);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('uploads a 64 MiB part file in multipart at a measured rate', async () => {
     const store = s3Store({ part_size_mb: 8, queue_size: 4 });
     try {

@@ -16,6 +16,9 @@
  *   403 AccessDenied, and a missing object reads as 403 unless s3:ListBucket is allowed on the
  *   bucket ("You must have s3:ListBucket to get a 404 rather than a 403").
  * - a fault mode: 500 InternalError, 503 SlowDown or a reset connection on chosen requests.
+ * - ListObjectsV2 paging: s3rver makes its continuation tokens with DES, which OpenSSL 3 refuses,
+ *   so a listing longer than a page fails there; the proxy pages through s3rver's V1 listing
+ *   (markers) and answers V2 with an opaque continuation token, 1000 keys a page, as S3 does.
  *
  * s3rver checks V4 signatures only against its own key, so the proxy records the access key id
  * of each request and forwards it unsigned.
@@ -139,8 +142,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 }
 
 interface Upstream {
-  status: number;
-  headers: IncomingMessage['headers'];
+  readonly status: number;
+  readonly headers: IncomingMessage['headers'];
   body: Buffer;
 }
 
@@ -419,8 +422,11 @@ export class S3Proxy {
       'expect',
     ])
       delete headers[name];
-    const path = `/${seen.bucket}${seen.key ? `/${encodeKey(seen.key)}` : ''}${seen.query.size ? `?${seen.query}` : ''}`;
+    const v2 = !seen.key && seen.method === 'GET' && seen.query.get('list-type') === '2';
+    const query = v2 ? listV1Query(seen.query) : seen.query;
+    const path = `/${seen.bucket}${seen.key ? `/${encodeKey(seen.key)}` : ''}${query.size ? `?${query}` : ''}`;
     const r = await this.upstream(seen.method, path, headers, body);
+    if (v2 && r.status === 200) r.body = listV2Body(r.body.toString(), seen.query);
     const extra: Record<string, string> = {};
     const uploadId = seen.query.get('uploadId');
     if (r.status < 300) {
@@ -444,5 +450,46 @@ export class S3Proxy {
     res.end(seen.method === 'HEAD' ? undefined : r.body);
   }
 }
+
+/** A ListObjectsV2 query as s3rver's V1 listing: the continuation token carries the last key. */
+function listV1Query(v2: URLSearchParams): URLSearchParams {
+  const v1 = new URLSearchParams();
+  for (const name of ['prefix', 'delimiter', 'max-keys']) {
+    const value = v2.get(name);
+    if (value !== null) v1.set(name, value);
+  }
+  const token = v2.get('continuation-token');
+  const after = token ? Buffer.from(token, 'base64url').toString('utf8') : v2.get('start-after');
+  if (after) v1.set('marker', after);
+  return v1;
+}
+
+/** s3rver's V1 listing answered as ListObjectsV2 (KeyCount, NextContinuationToken). */
+function listV2Body(v1: string, v2: URLSearchParams): Buffer {
+  const keys = [...v1.matchAll(/<Contents>[\s\S]*?<Key>(.*?)<\/Key>/g)].map((m) => m[1] ?? '');
+  const truncated = /<IsTruncated>true<\/IsTruncated>/.test(v1);
+  const last = keys[keys.length - 1];
+  const token = v2.get('continuation-token');
+  const extra = [
+    `<KeyCount>${keys.length}</KeyCount>`,
+    token ? `<ContinuationToken>${token}</ContinuationToken>` : '',
+    truncated && last
+      ? `<NextContinuationToken>${Buffer.from(unescapeXml(last)).toString('base64url')}</NextContinuationToken>`
+      : '',
+  ].join('');
+  return Buffer.from(
+    v1
+      .replace(/<Marker>.*?<\/Marker>|<Marker\/>|<NextMarker>.*?<\/NextMarker>/g, '')
+      .replace('<IsTruncated>', `${extra}<IsTruncated>`),
+  );
+}
+
+const unescapeXml = (s: string) =>
+  s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&apos;/g, "'")
+    .replace(/&amp;/g, '&');
 
 const encodeKey = (key: string) => key.split('/').map(encodeURIComponent).join('/');

@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type AwsEnvironment, cloudEnvironment } from '../src/config/cloud.js';
 import { s3StageDefaults } from '../src/config/schema.js';
-import { awsMechanism } from '../src/identity/aws.js';
+import { awsIdentity, awsMechanism } from '../src/identity/aws.js';
 import { S3Store } from '../src/store/s3.js';
 import { ACCOUNT, AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { runCli, writeConfig } from './helpers/env.js';
@@ -234,6 +234,36 @@ describe('AWS identity contract: static keys and no credentials', () => {
     } finally {
       await s.close();
     }
+  });
+
+  it('an S3-compatible endpoint without STS: the principal is the masked key id, unconfirmed, and the run is not stopped', async () => {
+    const env = {
+      AWS_ACCESS_KEY_ID: 'AKIAMINIOKEY00004321',
+      AWS_SECRET_ACCESS_KEY: 'minio-secret-value-0000',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    };
+    const s = store(env);
+    try {
+      const who = await s.identity();
+      expect(who.principal).toBe('access key AKIA…4321');
+      expect(who.details?.note).toMatch(/not confirmed: .* is not AWS/);
+      expect(JSON.stringify(who)).not.toContain('minio-secret-value-0000');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('STS out of reach after the credentials were found (S3-only VPC endpoint): unconfirmed, not an error', async () => {
+    const closed = await AwsIdentityServer.start();
+    const deadUrl = closed.url;
+    await closed.close();
+    const env = cloudEnvironment({ ...irsaEnv(), AWS_ENDPOINT_URL_STS: deadUrl }).aws;
+    const who = await awsIdentity({ env, region: 'eu-west-1' }, async () => ({
+      accessKeyId: 'ASIAFROMTHEROLE00001',
+      secretAccessKey: 'not-used-here-000000',
+    }));
+    expect(who).toMatchObject({ mechanism: 'IRSA (web identity token)', principal: ROLE });
+    expect(who.details?.note).toMatch(/unreachable/);
   });
 
   it('nothing at all: exit 5 naming the annotation or association to create', async () => {

@@ -3,7 +3,7 @@
  * s3rver, a real S3 HTTP server in this process. s3rver ignores conditional headers and
  * checksums, so a thin proxy in front of it enforces them as S3 documents (test/helpers/s3-proxy.ts).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AwsEnvironment } from '../src/config/cloud.js';
 import { type S3StageConfig, s3StageDefaults } from '../src/config/schema.js';
 import { S3Store } from '../src/store/s3.js';
+import { PreconditionFailedError } from '../src/store/store.js';
 import { S3Proxy } from './helpers/s3-proxy.js';
 import { objectStoreSuite } from './helpers/store-suite.js';
 
@@ -157,6 +158,16 @@ describe('S3 stage specifics', () => {
       proxy.faults.push({ action: 's3:GetObject', kind: 'reset', times: 1 });
       await store.put('job/state/x.json', 'ok');
       expect((await store.get('job/state/x.json'))?.body.toString()).toBe('ok');
+      // A part file is sent again whole after a 503, and S3 still verifies its SHA-256.
+      const data = randomBytes(300_000);
+      const path = join(dir, 'retried.bin');
+      await writeFile(path, data);
+      proxy.faults.push({ action: 's3:PutObject', kind: 'SlowDown', times: 2 });
+      const sha256 = createHash('sha256').update(data).digest('hex');
+      await store.putFile('job/data/retried.parquet', path, { sha256 });
+      expect(proxy.faults.every((f) => f.times === 0)).toBe(true);
+      const got = await store.get('job/data/retried.parquet');
+      expect(got?.body.equals(data)).toBe(true);
     } finally {
       proxy.faults.length = 0;
       await store.close();
@@ -195,6 +206,23 @@ describe('S3 stage specifics', () => {
     });
     try {
       await expect(store.put('a.json', '{}')).rejects.toMatchObject({ code: 'config' });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('part files honour create-only, single and multipart alike', async () => {
+    const store = s3Store();
+    try {
+      for (const size of [2048, 11 * MB]) {
+        const path = await file(`once-${size}.bin`, size);
+        const key = `job/data/once-${size}.parquet`;
+        await store.putFile(key, path, { ifNoneMatch: true });
+        await expect(store.putFile(key, path, { ifNoneMatch: true })).rejects.toBeInstanceOf(
+          PreconditionFailedError,
+        );
+      }
+      expect(proxy.pendingUploads()).toBe(0);
     } finally {
       await store.close();
     }

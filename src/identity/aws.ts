@@ -97,6 +97,8 @@ export interface AwsIdentitySetup {
   readonly env: AwsEnvironment;
   /** Region for STS (the stage's region). */
   readonly region: string;
+  /** A custom S3 endpoint (MinIO, R2): without an STS endpoint too, there is no STS to ask. */
+  readonly s3Endpoint?: string;
 }
 
 /** The credentials provider of the mechanism that applies, with STS at AWS_ENDPOINT_URL_STS. */
@@ -164,6 +166,27 @@ function wrapProvider(
   };
 }
 
+const NETWORK_CODES = [
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+];
+
+/** Whether a request never got an answer, or only a 5xx one. */
+function unreachable(err: unknown): boolean {
+  const e = err as { code?: string; name?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e.$metadata?.httpStatusCode;
+  return (
+    NETWORK_CODES.includes(e.code ?? '') ||
+    e.name === 'TimeoutError' ||
+    (status !== undefined && status >= 500)
+  );
+}
+
 /** A failure of the credentials flow, as an exit-5 error (exit 75 when it was the network). */
 export function credentialsError(
   err: unknown,
@@ -171,18 +194,10 @@ export function credentialsError(
   env: AwsEnvironment,
 ): NightshiftError {
   if (err instanceof NightshiftError) return err;
-  const e = err as {
-    name?: string;
-    code?: string;
-    message?: string;
-    $metadata?: { httpStatusCode?: number };
-  };
-  const status = e.$metadata?.httpStatusCode;
-  const network = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND'].includes(
-    e.code ?? '',
-  );
+  const e = err as { name?: string; message?: string };
   const message = `${mechanism}: could not get AWS credentials: ${e.name ?? 'error'}: ${e.message ?? String(err)}`;
-  if ((network || (status !== undefined && status >= 500)) && mechanism !== 'EKS Pod Identity')
+  // The Pod Identity agent runs on the node: out of reach means it is not installed there.
+  if (unreachable(err) && mechanism !== 'EKS Pod Identity')
     return transientError(message, {
       cause: err,
       hint: 'STS or the credentials endpoint was unreachable; the next run retries',
@@ -196,35 +211,62 @@ function roleOf(arn: string): string | undefined {
   return match?.[1];
 }
 
-/** Who STS says the credentials are (GetCallerIdentity needs no permission), with the mechanism. */
+/** The details worth showing for a mechanism: names and paths, never a secret. */
+function mechanismDetails(mechanism: AwsMechanism, env: AwsEnvironment): Record<string, string> {
+  const details: Record<string, string> = {};
+  if (mechanism === 'IRSA (web identity token)' && env.webIdentityTokenFile)
+    details.token_file = env.webIdentityTokenFile;
+  if (mechanism === 'EKS Pod Identity' && env.containerAuthorizationTokenFile) {
+    details.token_file = env.containerAuthorizationTokenFile;
+    if (env.containerCredentialsFullUri) details.agent = env.containerCredentialsFullUri;
+  }
+  if (mechanism === 'AWS profile' && env.profile) details.profile = env.profile;
+  return details;
+}
+
+/** An access key id shown by its last four characters: enough to tell keys apart. */
+const maskKeyId = (id: string) => `${id.slice(0, 4)}…${id.slice(-4)}`;
+
+/**
+ * Who STS says the credentials are (GetCallerIdentity needs no permission), with the mechanism.
+ * Getting the credentials must succeed (else exit 5); STS itself being out of reach (a private
+ * subnet with an S3 endpoint only, or an S3-compatible server without STS) does not stop a run:
+ * the principal is then given as unconfirmed.
+ */
 export async function awsIdentity(
   setup: AwsIdentitySetup,
   credentials: AwsCredentialIdentityProvider,
 ): Promise<Identity> {
   const { env, region } = setup;
   const mechanism = awsMechanism(env);
+  const creds = await credentials();
+  const details: Record<string, string> = { region, ...mechanismDetails(mechanism, env) };
+  const unconfirmed = (why: string): Identity => ({
+    mechanism,
+    principal: env.roleArn ?? `access key ${maskKeyId(creds.accessKeyId)}`,
+    details: { ...details, note: `principal not confirmed: ${why}` },
+  });
+  if (setup.s3Endpoint && !env.stsEndpoint)
+    return unconfirmed(`${setup.s3Endpoint} is not AWS and no AWS_ENDPOINT_URL_STS is set`);
   const { STSClient, GetCallerIdentityCommand } = await import('@aws-sdk/client-sts');
   const sts = new STSClient({
     region,
-    credentials,
+    credentials: creds,
     maxAttempts: 3,
     ...(env.stsEndpoint ? { endpoint: env.stsEndpoint } : {}),
   });
   try {
     const who = await sts.send(new GetCallerIdentityCommand({}));
     const arn = who.Arn ?? 'unknown';
-    const details: Record<string, string> = { account: who.Account ?? 'unknown', region };
     const role = roleOf(arn) ?? (env.roleArn ? env.roleArn.split('/').pop() : undefined);
-    if (role) details.role = role;
-    if (mechanism === 'IRSA (web identity token)' && env.webIdentityTokenFile)
-      details.token_file = env.webIdentityTokenFile;
-    if (mechanism === 'EKS Pod Identity' && env.containerAuthorizationTokenFile) {
-      details.token_file = env.containerAuthorizationTokenFile;
-      if (env.containerCredentialsFullUri) details.agent = env.containerCredentialsFullUri;
-    }
-    if (mechanism === 'AWS profile' && env.profile) details.profile = env.profile;
-    return { mechanism, principal: arn, details };
+    return {
+      mechanism,
+      principal: arn,
+      details: { account: who.Account ?? 'unknown', ...details, ...(role ? { role } : {}) },
+    };
   } catch (err) {
+    if (unreachable(err))
+      return unconfirmed(`STS GetCallerIdentity was unreachable: ${(err as Error).message}`);
     throw credentialsError(err, mechanism, env);
   } finally {
     sts.destroy();

@@ -7,7 +7,7 @@
  * The SDK retries throttling, 5xx and network errors with backoff and jitter (standard mode).
  */
 import { createReadStream, createWriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type {
@@ -41,8 +41,6 @@ export interface S3StoreOptions {
   readonly settings: S3StageConfig;
   /** The AWS environment (credentials chain inputs, region, endpoints). */
   readonly env: AwsEnvironment;
-  /** Fixed credentials, instead of the ambient chain (tests). */
-  readonly credentials?: AwsCredentialIdentityProvider;
 }
 
 const MB = 1024 * 1024;
@@ -63,7 +61,7 @@ export class S3Store implements ObjectStore {
   private readonly settings: S3StageConfig;
   private readonly env: AwsEnvironment;
   private readonly region: string;
-  private readonly credentials: AwsCredentialIdentityProvider | undefined;
+  private credentials: Promise<AwsCredentialIdentityProvider> | undefined;
   private client: Promise<{ s3: S3Client; sdk: S3Sdk }> | undefined;
 
   constructor(options: S3StoreOptions) {
@@ -74,7 +72,17 @@ export class S3Store implements ObjectStore {
     this.settings = options.settings;
     this.env = options.env;
     this.region = options.settings.region ?? options.env.region ?? 'us-east-1';
-    this.credentials = options.credentials;
+  }
+
+  /** The custom S3 endpoint (MinIO, R2, a VPC endpoint), if any. */
+  private get endpoint(): string | undefined {
+    return this.settings.endpoint ?? this.env.s3Endpoint;
+  }
+
+  /** One credentials provider for S3 and STS, so a role is assumed once. */
+  private credentialsProvider(): Promise<AwsCredentialIdentityProvider> {
+    this.credentials ??= awsCredentials({ env: this.env, region: this.region });
+    return this.credentials;
   }
 
   /** The SDK client, made on first use: the SDK loads only when an s3:// stage is used. */
@@ -83,10 +91,10 @@ export class S3Store implements ObjectStore {
       const sdk = await import('@aws-sdk/client-s3');
       const s = this.settings;
       const checksum = s.request_checksum === 'when_required' ? 'WHEN_REQUIRED' : 'WHEN_SUPPORTED';
-      const endpoint = s.endpoint ?? this.env.s3Endpoint;
+      const endpoint = this.endpoint;
       const config: S3ClientConfig = {
         region: this.region,
-        credentials: this.credentials ?? (await awsCredentials({ env: this.env, region: this.region })),
+        credentials: await this.credentialsProvider(),
         maxAttempts: s.max_attempts,
         retryMode: 'standard',
         requestChecksumCalculation: checksum,
@@ -150,8 +158,7 @@ export class S3Store implements ObjectStore {
           Body: data,
           ContentLength: data.length,
           ...(options.contentType ? { ContentType: options.contentType } : {}),
-          ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
-          ...(options.ifMatch !== undefined ? { IfMatch: options.ifMatch } : {}),
+          ...conditions(options),
           ...this.encryption(),
         }),
         { abortSignal: options.signal },
@@ -175,6 +182,8 @@ export class S3Store implements ObjectStore {
           : await this.putMultipart(Key, path, size, options);
       return { key, size, etag };
     } catch (err) {
+      if ((options.ifNoneMatch || options.ifMatch !== undefined) && isPreconditionFailed(err))
+        throw new PreconditionFailedError(key, { cause: err });
       if (options.signal?.aborted)
         throw translateS3Error(options.signal.reason ?? err, {
           bucket: this.bucket,
@@ -185,18 +194,24 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  /** One PutObject; S3 checks the body against the SHA-256 the caller computed while writing it. */
+  /**
+   * One PutObject; S3 checks the body against the SHA-256 the caller computed while writing it.
+   * The file (at most `part_size_mb`) is read into memory so the SDK can send it again on retry;
+   * a stream would be spent by the first attempt.
+   */
   private async putSingle(Key: string, path: string, size: number, options: PutFileOptions): Promise<string> {
     const { s3, sdk } = await this.sdk();
+    const body = await readFile(path, { signal: options.signal });
+    if (body.length !== size) throw internalError(`${path} changed while it was being uploaded`);
     const out = await s3.send(
       new sdk.PutObjectCommand({
         Bucket: this.bucket,
         Key,
-        Body: createReadStream(path),
+        Body: body,
         ContentLength: size,
         ...(options.sha256 ? { ChecksumSHA256: Buffer.from(options.sha256, 'hex').toString('base64') } : {}),
         ...(options.contentType ? { ContentType: options.contentType } : {}),
-        ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+        ...conditions(options),
         ...this.encryption(),
         ...this.partFileParams(),
       }),
@@ -231,6 +246,8 @@ export class S3Store implements ObjectStore {
         Body: createReadStream(path, { highWaterMark: MB }) as Readable,
         ContentLength: size,
         ChecksumAlgorithm: 'SHA256',
+        // CompleteMultipartUpload takes the write conditions (lib-storage passes params on).
+        ...conditions(options),
         ...(options.contentType ? { ContentType: options.contentType } : {}),
         ...this.encryption(),
         ...this.partFileParams(),
@@ -353,8 +370,10 @@ export class S3Store implements ObjectStore {
   }
 
   async identity(): Promise<Identity> {
-    const credentials = this.credentials ?? (await awsCredentials({ env: this.env, region: this.region }));
-    return awsIdentity({ env: this.env, region: this.region }, credentials);
+    return awsIdentity(
+      { env: this.env, region: this.region, s3Endpoint: this.endpoint },
+      await this.credentialsProvider(),
+    );
   }
 
   accessNeeded(job: string): AccessNeeds {
@@ -366,6 +385,14 @@ export class S3Store implements ObjectStore {
     this.client = undefined;
     if (client) (await client.catch(() => undefined))?.s3.destroy();
   }
+}
+
+/** The conditional-write headers of a put. */
+function conditions(options: PutOptions): { IfNoneMatch?: string; IfMatch?: string } {
+  return {
+    ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+    ...(options.ifMatch !== undefined ? { IfMatch: options.ifMatch } : {}),
+  };
 }
 
 function s3ErrorIsDenied(err: unknown): boolean {

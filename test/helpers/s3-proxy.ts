@@ -2,7 +2,8 @@
  * A real S3 HTTP server for tests: s3rver in this process, behind a thin proxy that enforces what
  * s3rver ignores, the way Amazon S3 documents it:
  *
- * - conditional writes (PutObject API reference, "Conditional requests" in the S3 User Guide):
+ * - conditional writes (PutObject and CompleteMultipartUpload API references, "Conditional
+ *   requests" in the S3 User Guide):
  *   `If-None-Match: *` answers 412 PreconditionFailed when the key exists; `If-Match: <etag>`
  *   answers 412 when the ETag differs or there is no object. Writes to one key are serialized,
  *   as S3 does, so of two conditional writes racing on a key exactly one wins.
@@ -357,7 +358,8 @@ export class S3Proxy {
     }
     const ifNoneMatch = h['if-none-match'];
     const ifMatch = h['if-match'];
-    if (seen.method === 'PUT' && (ifNoneMatch || ifMatch)) {
+    const completes = seen.method === 'POST' && seen.query.has('uploadId');
+    if ((seen.method === 'PUT' || completes) && (ifNoneMatch || ifMatch)) {
       const current = await this.head(seen.key);
       if (ifNoneMatch === '*' && current)
         return ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
+import { s3Policy } from '../src/store/s3.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { tableFacts } from './helpers/duck.js';
 import { freshDatabase, jsonLines, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
@@ -43,7 +44,7 @@ const awsEnv = () => ({
 });
 
 let jobs = 0;
-async function newJob(rows: number, s3: Record<string, unknown> = {}) {
+async function newJob(rows: number, s3: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
   const n = ++jobs;
   const table = `trips_${n}`;
   await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
@@ -62,12 +63,17 @@ async function newJob(rows: number, s3: Record<string, unknown> = {}) {
     warehouse: { table: 'analytics.trips', mode: 'append', duckdb: { path: warehousePath } },
     temp_dir: join(dir, 'tmp'),
     log: { format: 'json' },
+    ...extra,
   };
   const configPath = writeConfig(tmp.dir, config, `job${n}.yaml`);
   return {
     config,
     insert,
-    run: (args: string[] = ['run']) => runCli([...args, '--config', configPath], awsEnv()),
+    run: (
+      args: string[] = ['run'],
+      env: Record<string, string | undefined> = awsEnv(),
+      options: { onSpawn?: (pid: number) => void } = {},
+    ) => runCli([...args, '--config', configPath], env, options),
     facts: () => tableFacts(warehousePath, 'analytics.trips', 'trip_id', 'fare_usd'),
     sourceFacts: async () => {
       const [r] = await sql<{ rows: string; s: string }>(
@@ -156,6 +162,28 @@ describe('nightshift run on an S3 stage', () => {
     }
   });
 
+  it('Object Lock needs s3:PutObjectRetention: the policy nightshift iam prints works, the base policy exits 5', async () => {
+    const lock = { object_lock_mode: 'GOVERNANCE', object_lock_retention: '1d' };
+    const job = await newJob(300, lock);
+    const settings = { object_lock_mode: 'GOVERNANCE' as const };
+    proxy.policy = s3Policy({
+      bucket: 'example-bucket',
+      prefix: 'nightshift',
+      job: job.config.job,
+      settings,
+    }) as unknown as PolicyDocument;
+    try {
+      const ok = await job.run();
+      expect(ok.code, ok.stdout.slice(-800)).toBe(0);
+      const denied = await newJob(300, lock);
+      proxy.policy = readmePolicy(denied.config.job);
+      const r = await denied.run();
+      expect(r.code, r.stdout.slice(-800)).toBe(5);
+    } finally {
+      proxy.policy = undefined;
+    }
+  });
+
   it('a policy for another prefix is refused with exit 5 naming the bucket and the action', async () => {
     const job = await newJob(50);
     proxy.policy = readmePolicy('some-other-job');
@@ -168,6 +196,56 @@ describe('nightshift run on an S3 stage', () => {
     } finally {
       proxy.policy = undefined;
     }
+  });
+
+  it('no AWS credentials at all: exit 5 before the lease, naming what to set up', async () => {
+    const job = await newJob(10);
+    const env = { ...awsEnv(), AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined };
+    const before = proxy.requests.length;
+    const r = await job.run(['run'], env);
+    expect(r.code, r.stdout.slice(-800)).toBe(5);
+    expect(JSON.stringify(r.summary)).toMatch(/no AWS credentials/);
+    expect(JSON.stringify(r.summary)).toMatch(/eks\.amazonaws\.com\/role-arn/);
+    expect(proxy.requests.length).toBe(before);
+  });
+
+  it('SIGTERM during a multipart upload of a part file: exit 143, the upload aborted, a rerun loads every row once', async () => {
+    // Uncompressed, 120k rows make one part file of more than two 5 MiB parts.
+    const job = await newJob(
+      120_000,
+      { part_size_mb: 5 },
+      { parquet: { compression: 'none', part_size_mb: 256 } },
+    );
+    proxy.faults.push({
+      action: 's3:PutObject',
+      match: (r) => r.query.has('partNumber'),
+      kind: 'stall',
+      ms: 1500,
+      times: 2,
+    });
+    const start = proxy.requests.length;
+    let pid = 0;
+    const running = job.run(['run'], awsEnv(), {
+      onSpawn: (p) => {
+        pid = p;
+      },
+    });
+    while (!proxy.requests.slice(start).some((r) => r.query.has('partNumber'))) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    process.kill(pid, 'SIGTERM');
+    const stopped = await running;
+    proxy.faults.length = 0;
+    expect(stopped.code, stopped.stdout.slice(-1500)).toBe(143);
+    const seen = proxy.requests.slice(start);
+    expect(seen.some((r) => r.query.has('uploads'))).toBe(true);
+    expect(seen.some((r) => r.action === 's3:AbortMultipartUpload')).toBe(true);
+    expect(proxy.pendingUploads()).toBe(0);
+    const rerun = await job.run();
+    expect(rerun.code, rerun.stdout.slice(-1500)).toBe(0);
+    expect(rerun.summary).toMatchObject({ rows_loaded: 120_000 });
+    expect(await job.facts()).toEqual(await job.sourceFacts());
+    expect(proxy.pendingUploads()).toBe(0);
   });
 
   it('S3 errors that outlast the SDK retries exit 75; fewer are carried through', async () => {

@@ -278,17 +278,23 @@ export class S3Store implements ObjectStore {
   /**
    * Makes sure a failed or aborted multipart upload is aborted on S3. lib-storage's done() rejects
    * as soon as its signal fires, while part uploads (and its own AbortMultipartUpload) still run,
-   * and CreateMultipartUpload may answer after that: wait for them, then abort the upload id.
+   * and CreateMultipartUpload may answer after that. So: abort at once when the upload id is
+   * known, wait for the part uploads in flight, and abort again, since S3 says a part that was
+   * in progress during an abort may still be stored.
    */
   private async abandon(upload: object, Key: string): Promise<void> {
     const internals = upload as { concurrentUploaders?: Promise<unknown>[]; uploadId?: string };
+    await this.abortUpload(Key, internals.uploadId);
     await Promise.allSettled(internals.concurrentUploaders ?? []);
-    if (!internals.uploadId) return;
+    await this.abortUpload(Key, internals.uploadId);
+  }
+
+  /** AbortMultipartUpload; an upload already gone (404 NoSuchUpload) is fine. */
+  private async abortUpload(Key: string, UploadId: string | undefined): Promise<void> {
+    if (!UploadId) return;
     const { s3, sdk } = await this.sdk();
     try {
-      await s3.send(
-        new sdk.AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId: internals.uploadId }),
-      );
+      await s3.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId }));
     } catch (err) {
       if (!isNotFound(err))
         throw translateS3Error(err, { bucket: this.bucket, action: 's3:AbortMultipartUpload', key: Key });

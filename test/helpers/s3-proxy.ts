@@ -51,8 +51,10 @@ export interface Fault {
   /** Which requests: an IAM action (`s3:PutObject`), optionally narrowed. */
   readonly action: string;
   readonly match?: (req: SeenRequest) => boolean;
-  /** What the server does instead of answering. */
-  readonly kind: 'InternalError' | 'SlowDown' | 'reset';
+  /** What the server does instead of answering, or (`stall`) before answering. */
+  readonly kind: 'InternalError' | 'SlowDown' | 'reset' | 'stall';
+  /** How long a `stall` holds the request. */
+  readonly ms?: number;
   /** How many matching requests fail (Infinity: all). */
   times: number;
 }
@@ -259,7 +261,10 @@ export class S3Proxy {
     const fault = this.faults.find(
       (f) => f.times > 0 && f.action === seen.action && (f.match?.(seen) ?? true),
     );
-    if (fault) {
+    if (fault?.kind === 'stall') {
+      fault.times--;
+      await new Promise((resolve) => setTimeout(resolve, fault.ms ?? 2000));
+    } else if (fault) {
       fault.times--;
       if (fault.kind === 'reset') return void req.socket.destroy();
       return this.reply(
@@ -344,6 +349,9 @@ export class S3Proxy {
         'NotImplemented',
         'aws-chunked bodies are not decoded by this test server: use request_checksum when_required',
       ];
+    const uploadId = seen.query.get('uploadId');
+    if (uploadId && !this.pending.has(uploadId))
+      return ['NoSuchUpload', 'The specified upload does not exist.'];
     const claimed = h['x-amz-checksum-sha256'];
     if (claimed && createHash('sha256').update(body).digest('base64') !== claimed)
       return ['BadDigest', 'The SHA256 you specified did not match the calculated checksum.'];

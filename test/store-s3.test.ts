@@ -151,6 +151,28 @@ describe('S3 stage specifics', () => {
     }
   });
 
+  it('a part corrupted on the way is refused by its SHA-256: the upload is aborted, nothing kept, exit 75', async () => {
+    const store = s3Store();
+    try {
+      const path = await file('corrupt-part.bin', 11 * MB);
+      proxy.faults.push({
+        action: 's3:PutObject',
+        match: (r) => r.query.get('partNumber') === '2',
+        kind: 'corrupt',
+        times: 1,
+      });
+      const err = await store.putFile('job/data/corrupt-part.parquet', path).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: 'transient' });
+      expect(String((err as Error).message)).toMatch(/BadDigest/);
+      expect(proxy.faults.every((f) => f.times === 0)).toBe(true);
+      expect(proxy.pendingUploads()).toBe(0);
+      expect(await store.get('job/data/corrupt-part.parquet')).toBeUndefined();
+    } finally {
+      proxy.faults.length = 0;
+      await store.close();
+    }
+  });
+
   it('throttling and resets are retried by the SDK with backoff', async () => {
     const store = s3Store({ max_attempts: 4 });
     try {

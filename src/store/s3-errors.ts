@@ -102,6 +102,12 @@ export function translateS3Error(err: unknown, where: S3ErrorContext): Error {
       hint: identityHint(code, where),
     });
   }
+  if (code === 'BadDigest' || code === 'XAmzContentChecksumMismatch' || code === 'InvalidDigest') {
+    return transientError(`${where.action} on ${target}: S3 refused the bytes it received: ${detail}`, {
+      cause: err,
+      hint: 'their SHA-256 differs from the one computed while the file was written: corrupted on the way (the next run uploads again) or on the local disk',
+    });
+  }
   if (code === 'NoSuchBucket') {
     return configError(`the bucket ${where.bucket} does not exist (${where.action} on ${target})`, {
       cause: err,

@@ -51,8 +51,11 @@ export interface Fault {
   /** Which requests: an IAM action (`s3:PutObject`), optionally narrowed. */
   readonly action: string;
   readonly match?: (req: SeenRequest) => boolean;
-  /** What the server does instead of answering, or (`stall`) before answering. */
-  readonly kind: 'InternalError' | 'SlowDown' | 'reset' | 'stall';
+  /**
+   * What the server does instead of answering; or before answering: `stall` holds the request,
+   * `corrupt` flips a byte of the body as if the network had.
+   */
+  readonly kind: 'InternalError' | 'SlowDown' | 'reset' | 'stall' | 'corrupt';
   /** How long a `stall` holds the request. */
   readonly ms?: number;
   /** How many matching requests fail (Infinity: all). */
@@ -264,6 +267,9 @@ export class S3Proxy {
     if (fault?.kind === 'stall') {
       fault.times--;
       await new Promise((resolve) => setTimeout(resolve, fault.ms ?? 2000));
+    } else if (fault?.kind === 'corrupt') {
+      fault.times--;
+      body[body.length >> 1] ^= 0xff;
     } else if (fault) {
       fault.times--;
       if (fault.kind === 'reset') return void req.socket.destroy();

@@ -178,6 +178,19 @@ describe('S3 stage specifics', () => {
     }
   });
 
+  it('If-Match on a missing key is a lost compare-and-swap whether S3 answers 412 or 404', async () => {
+    const store = s3Store();
+    proxy.ifMatchOnMissing = 'NoSuchKey';
+    try {
+      await expect(store.put('job/state/gone.json', 'x', { ifMatch: '"abc"' })).rejects.toBeInstanceOf(
+        PreconditionFailedError,
+      );
+    } finally {
+      proxy.ifMatchOnMissing = 'PreconditionFailed';
+      await store.close();
+    }
+  });
+
   it('throttling and resets are retried by the SDK with backoff', async () => {
     const store = s3Store({ max_attempts: 4 });
     try {

@@ -165,8 +165,7 @@ export class S3Store implements ObjectStore {
       );
       return { key, size: data.length, etag: out.ETag ?? '' };
     } catch (err) {
-      if ((options.ifNoneMatch || options.ifMatch !== undefined) && isPreconditionFailed(err))
-        throw new PreconditionFailedError(key, { cause: err });
+      if (conditionFailed(options, err)) throw new PreconditionFailedError(key, { cause: err });
       throw translateS3Error(err, { bucket: this.bucket, action: 's3:PutObject', key: Key });
     }
   }
@@ -182,8 +181,7 @@ export class S3Store implements ObjectStore {
           : await this.putMultipart(Key, path, size, options);
       return { key, size, etag };
     } catch (err) {
-      if ((options.ifNoneMatch || options.ifMatch !== undefined) && isPreconditionFailed(err))
-        throw new PreconditionFailedError(key, { cause: err });
+      if (conditionFailed(options, err)) throw new PreconditionFailedError(key, { cause: err });
       if (options.signal?.aborted)
         throw translateS3Error(options.signal.reason ?? err, {
           bucket: this.bucket,
@@ -391,6 +389,15 @@ export class S3Store implements ObjectStore {
     this.client = undefined;
     if (client) (await client.catch(() => undefined))?.s3.destroy();
   }
+}
+
+/**
+ * Whether a conditional write lost: 412, or 409 for a concurrent one; and for `If-Match` on a
+ * key that does not exist, S3 may answer 404 NoSuchKey rather than 412.
+ */
+function conditionFailed(options: PutOptions, err: unknown): boolean {
+  if (options.ifMatch !== undefined && isNotFound(err)) return true;
+  return (options.ifNoneMatch === true || options.ifMatch !== undefined) && isPreconditionFailed(err);
 }
 
 /** The conditional-write headers of a put. */

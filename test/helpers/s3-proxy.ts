@@ -87,6 +87,7 @@ const STATUS: Record<string, number> = {
   SlowDown: 503,
   NotImplemented: 501,
   NoSuchUpload: 404,
+  NoSuchKey: 404,
 };
 
 /** `arn:aws:s3:::bucket/*` style matching: `*` any run of characters, `?` one. */
@@ -160,6 +161,8 @@ export class S3Proxy {
   readonly faults: Fault[] = [];
   /** When set, requests are authorized against this identity policy. */
   policy: PolicyDocument | undefined;
+  /** The answer to `If-Match` on a key that does not exist: 412 (default), or 404 NoSuchKey. */
+  ifMatchOnMissing: 'PreconditionFailed' | 'NoSuchKey' = 'PreconditionFailed';
   /** When set, only these access key ids are accepted (others: 403 InvalidAccessKeyId). */
   knownKeys: Set<string> | undefined;
   /** Headers of the last write of each key (what reached the "bucket"). */
@@ -377,6 +380,8 @@ export class S3Proxy {
       const current = await this.head(seen.key);
       if (ifNoneMatch === '*' && current)
         return ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
+      if (ifMatch && !current && this.ifMatchOnMissing === 'NoSuchKey')
+        return ['NoSuchKey', 'The specified key does not exist.'];
       if (ifMatch && (!current || current.etag !== ifMatch))
         return ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
     }

@@ -29,7 +29,6 @@ const IDENTITY_CODES = new Set([
   'TokenRefreshRequired',
   'AccountProblem',
   'KMS.AccessDeniedException',
-  'KMS.DisabledException',
 ]);
 
 const TRANSIENT_CODES = new Set([
@@ -44,6 +43,17 @@ const TRANSIENT_CODES = new Set([
   'TimeoutError',
   'RequestTimeoutException',
   'OperationAborted',
+]);
+
+/** Requests S3 refuses because of a stage.s3 setting the bucket cannot honour. */
+const SETTING_CODES = new Set([
+  'InvalidRequest',
+  'InvalidArgument',
+  'InvalidStorageClass',
+  'InvalidEncryptionAlgorithmError',
+  'KMS.NotFoundException',
+  'KMS.KMSInvalidStateException',
+  'KMS.DisabledException',
 ]);
 
 const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND']);
@@ -108,6 +118,12 @@ export function translateS3Error(err: unknown, where: S3ErrorContext): Error {
       hint: 'their SHA-256 differs from the one computed while the file was written: corrupted on the way (the next run uploads again) or on the local disk',
     });
   }
+  if (SETTING_CODES.has(code)) {
+    return configError(`${where.action} on ${target} was rejected: ${detail}`, {
+      cause: err,
+      hint: 'check stage.s3: Object Lock needs a bucket created with Object Lock enabled; storage_class must be one the bucket offers; kms_key_id must name an enabled key in the bucket region',
+    });
+  }
   if (code === 'NoSuchBucket') {
     return configError(`the bucket ${where.bucket} does not exist (${where.action} on ${target})`, {
       cause: err,
@@ -150,7 +166,6 @@ function identityHint(code: string, where: S3ErrorContext): string {
     case 'TokenRefreshRequired':
       return 'the session credentials expired: remove a static AWS_SESSION_TOKEN from the environment, or check the clock of the node';
     case 'KMS.AccessDeniedException':
-    case 'KMS.DisabledException':
       return 'allow kms:GenerateDataKey and kms:Decrypt on stage.s3.kms_key_id to the role (key policy and IAM policy)';
     default:
       return `allow ${where.action} on arn:aws:s3:::${where.bucket}${where.key ? `/${where.key}` : ''} to the role the pod runs as (\`nightshift iam\` prints the whole policy); check bucket policies and SCPs that deny it`;

@@ -3,7 +3,8 @@
  * Warehouse. Adapters get parsed config through their constructors; heavy SDKs are imported
  * only when their backend is chosen.
  */
-import { bigQueryDefaults, type Config } from './config/schema.js';
+import { cloudEnvironment } from './config/cloud.js';
+import { bigQueryDefaults, type Config, s3StageDefaults } from './config/schema.js';
 import { configError } from './errors.js';
 import { LocalStore } from './store/local.js';
 import type { ObjectStore } from './store/store.js';
@@ -16,9 +17,17 @@ export async function createStore(config: Config): Promise<ObjectStore> {
   switch (scheme) {
     case 'file':
       return new LocalStore(url);
+    case 's3': {
+      const { S3Store } = await import('./store/s3.js');
+      return new S3Store({
+        url,
+        settings: config.stage.s3 ?? s3StageDefaults(),
+        env: cloudEnvironment().aws,
+      });
+    }
     default:
       throw configError(`stage.url: unsupported scheme in ${url}`, {
-        hint: 'set NIGHTSHIFT_STAGE_URL to file:///absolute/path',
+        hint: 'set NIGHTSHIFT_STAGE_URL to file:///absolute/path or s3://bucket/prefix',
       });
   }
 }

@@ -124,6 +124,12 @@ describe('the image', () => {
       'pino-pretty',
       '@google-cloud/bigquery',
       'snowflake-sdk',
+      '@aws-sdk/client-s3',
+      '@aws-sdk/lib-storage',
+      '@aws-sdk/client-sts',
+      '@aws-sdk/credential-providers',
+      // What the IRSA provider loads only when it assumes the role.
+      '@aws-sdk/nested-clients/sts',
     ];
     const script = `for (const m of ${JSON.stringify(modules)}) await import(m);`;
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {

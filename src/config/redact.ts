@@ -9,6 +9,12 @@ export const REDACTED = '[REDACTED]';
 /** Environment variable names whose values are treated as secrets wherever they appear. */
 const SECRET_ENV_NAME = /(PASS|SECRET|TOKEN|PRIVATE|CREDENTIAL|_KEY$|^KEY$|AUTH)/i;
 
+/**
+ * Names that say where a secret is, not what it is (AWS_WEB_IDENTITY_TOKEN_FILE,
+ * AWS_CONTAINER_CREDENTIALS_FULL_URI): their values are paths and endpoints `whoami` shows.
+ */
+const SECRET_LOCATION_NAME = /(_FILE|_URI)$/i;
+
 /** `scheme://user:password@`: whatever the password, it is never printed. */
 const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s/:@"']*:)([^\s@/"']+)@/gi;
 
@@ -43,7 +49,7 @@ export class Redactor {
   /** Registers every environment value whose variable name says it is a secret. */
   addFromEnv(env: NodeJS.ProcessEnv): void {
     for (const [name, value] of Object.entries(env)) {
-      if (value && SECRET_ENV_NAME.test(name)) this.add(value);
+      if (value && SECRET_ENV_NAME.test(name) && !SECRET_LOCATION_NAME.test(name)) this.add(value);
     }
   }
 

@@ -113,12 +113,166 @@ const source = z
   })
   .describe('Where rows come from.');
 
+const s3 = z
+  .strictObject({
+    region: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'Region of the bucket (`eu-west-1`). Default: `AWS_REGION` or `AWS_DEFAULT_REGION` (EKS sets it), else `us-east-1`.',
+      ),
+    endpoint: z
+      .string()
+      .regex(/^https?:\/\//, 'expected an http(s) URL')
+      .optional()
+      .describe(
+        'An S3-compatible endpoint instead of AWS S3: MinIO (`http://minio.minio:9000`), Cloudflare R2 (`https://<account>.r2.cloudflarestorage.com`), a VPC interface endpoint.',
+      ),
+    force_path_style: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Address the bucket in the path (`https://host/bucket/key`) instead of the host name; MinIO needs it.',
+      ),
+    server_side_encryption: z
+      .enum(['AES256', 'aws:kms', 'aws:kms:dsse'])
+      .optional()
+      .describe(
+        'Server-side encryption of every object written: `AES256` (SSE-S3), `aws:kms` (SSE-KMS), `aws:kms:dsse`. Default: the bucket default encryption.',
+      ),
+    kms_key_id: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'KMS key (id, ARN or `alias/...`) for `aws:kms` encryption; the role then needs `kms:GenerateDataKey` and `kms:Decrypt` on it. Default: the AWS managed key `aws/s3`.',
+      ),
+    storage_class: z
+      .enum(['STANDARD', 'STANDARD_IA', 'ONEZONE_IA', 'INTELLIGENT_TIERING', 'GLACIER_IR', 'EXPRESS_ONEZONE'])
+      .optional()
+      .describe(
+        'Storage class of part files (manifests, the lease and the checkpoint stay in the default class: they are small and rewritten). Default: the bucket default, `STANDARD`.',
+      ),
+    object_lock_mode: z
+      .enum(['GOVERNANCE', 'COMPLIANCE'])
+      .optional()
+      .describe(
+        'Object Lock retention mode of part files, for a write-once archive; the bucket must have Object Lock enabled. Needs `object_lock_retention`.',
+      ),
+    object_lock_retention: duration
+      .optional()
+      .describe(
+        'How long each part file stays locked from its upload (`365d`); the role then also needs `s3:PutObjectRetention`.',
+      ),
+    part_size_mb: z
+      .number()
+      .int()
+      .min(5)
+      .max(5120)
+      .default(16)
+      .describe(
+        'Multipart part size. A part file up to this size is one PutObject; a larger one is a multipart upload of parts this size.',
+      ),
+    queue_size: z
+      .number()
+      .int()
+      .min(1)
+      .max(16)
+      .default(4)
+      .describe(
+        'Parts of one file uploaded at once; each holds `part_size_mb` in memory (two files upload at a time).',
+      ),
+    max_attempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(20)
+      .default(5)
+      .describe(
+        'Attempts per S3 request, retried with exponential backoff and jitter on throttling, 5xx and network errors; then the run exits 75.',
+      ),
+    request_checksum: z
+      .enum(['when_supported', 'when_required'])
+      .default('when_supported')
+      .describe(
+        'When the SDK adds its own request checksum (`requestChecksumCalculation`). Part files always carry a SHA-256 checksum that S3 verifies. `when_required` for S3-compatible servers that do not decode `aws-chunked` bodies.',
+      ),
+  })
+  .describe(
+    'S3 stage settings (`stage.url: s3://bucket/prefix`). Credentials come from the AWS default chain.',
+  );
+
+const gcs = z
+  .strictObject({
+    project: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Project for requests that need one. Default: the project of the credentials.'),
+    api_endpoint: z
+      .string()
+      .regex(/^https?:\/\//, 'expected an http(s) URL')
+      .optional()
+      .describe(
+        'Cloud Storage JSON API endpoint, for Private Service Connect (`https://storage-myendpoint.p.googleapis.com`). Default: the public endpoint.',
+      ),
+    storage_class: z
+      .enum(['STANDARD', 'NEARLINE', 'COLDLINE', 'ARCHIVE'])
+      .optional()
+      .describe('Storage class of part files. Default: the bucket default.'),
+    temporary_hold: z
+      .boolean()
+      .default(false)
+      .describe(
+        'Place a temporary hold on each part file: it cannot be deleted or replaced until the hold is released.',
+      ),
+    event_based_hold: z
+      .boolean()
+      .default(false)
+      .describe(
+        "Place an event-based hold on each part file: the bucket's retention period starts when the hold is released.",
+      ),
+    chunk_size_mb: z
+      .number()
+      .int()
+      .min(1)
+      .max(1024)
+      .default(16)
+      .describe(
+        'Part files are resumable uploads sent in chunks of this size; a chunk that fails is resent from where the server says it stopped.',
+      ),
+    max_attempts: z
+      .number()
+      .int()
+      .min(1)
+      .max(20)
+      .default(5)
+      .describe(
+        'Attempts per Cloud Storage request, retried with exponential backoff on 429, 5xx and network errors; then the run exits 75.',
+      ),
+  })
+  .describe(
+    'Cloud Storage stage settings (`stage.url: gs://bucket/prefix`). Credentials come from Application Default Credentials.',
+  );
+
+/** The S3 and Cloud Storage settings when the config has no `stage.s3` / `stage.gcs` block. */
+export const s3StageDefaults = () => s3.parse({});
+export const gcsStageDefaults = () => gcs.parse({});
+
 const stage = z
   .strictObject({
     url: z
       .string()
-      .regex(/^file:\/\//, 'expected file:///absolute/path')
-      .describe('Where Parquet files, manifests and state live: `file:///absolute/path`.'),
+      .regex(
+        /^(file:\/\/|s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/|$)|gs:\/\/[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](\/|$))/,
+        'expected file:///absolute/path, s3://bucket/prefix or gs://bucket/prefix',
+      )
+      .describe(
+        'Where Parquet files, manifests and state live: `file:///absolute/path`, `s3://bucket/prefix` or `gs://bucket/prefix`.',
+      ),
+    s3: s3.optional(),
+    gcs: gcs.optional(),
   })
   .describe('Object storage for data files, run manifests, the checkpoint and the lease.');
 
@@ -523,6 +677,7 @@ export const configSchema = z
     }
     if (cfg.warehouse.type === 'snowflake') checkSnowflake(cfg.warehouse.snowflake, ctx);
     if (cfg.warehouse.type === 'redshift') checkRedshift(cfg.warehouse.redshift, cfg.stage.url, ctx);
+    checkStage(cfg.stage, ctx);
     if (src.max_rows_per_run && cfg.warehouse.mode === 'replace') {
       ctx.addIssue({
         code: 'custom',
@@ -531,6 +686,21 @@ export const configSchema = z
       });
     }
   });
+
+/** Cross-field rules of `stage`: each block goes with its URL scheme, and options that need a partner. */
+function checkStage(st: z.infer<typeof stage>, ctx: z.RefinementCtx): void {
+  const at = (path: string[], message: string) =>
+    ctx.addIssue({ code: 'custom', path: ['stage', ...path], message });
+  if (st.s3 && !st.url.startsWith('s3://')) at(['s3'], 'stage.s3 applies to an s3:// stage.url');
+  if (st.gcs && !st.url.startsWith('gs://')) at(['gcs'], 'stage.gcs applies to a gs:// stage.url');
+  const s3 = st.s3;
+  if (s3?.kms_key_id && !s3.server_side_encryption?.startsWith('aws:kms')) {
+    at(['s3', 'server_side_encryption'], 'kms_key_id needs server_side_encryption aws:kms or aws:kms:dsse');
+  }
+  if (!s3?.object_lock_mode !== !s3?.object_lock_retention) {
+    at(['s3', 'object_lock_retention'], 'give object_lock_mode and object_lock_retention together');
+  }
+}
 
 /** Cross-field rules of `warehouse.snowflake`. */
 function checkSnowflake(sf: z.infer<typeof snowflake> | undefined, ctx: z.RefinementCtx): void {
@@ -587,6 +757,8 @@ function checkRedshift(
 export type Config = z.infer<typeof configSchema>;
 export type SourceConfig = Config['source'];
 export type StageConfig = Config['stage'];
+export type S3StageConfig = NonNullable<StageConfig['s3']>;
+export type GcsStageConfig = NonNullable<StageConfig['gcs']>;
 export type WarehouseConfig = Config['warehouse'];
 export type SnowflakeConfig = NonNullable<WarehouseConfig['snowflake']>;
 export type RedshiftConfig = NonNullable<WarehouseConfig['redshift']>;

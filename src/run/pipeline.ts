@@ -99,6 +99,9 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   if (ctx.signal.aborted) onTerm();
   try {
     store = await createStore(config);
+    // Who the run acts as, before it touches anything: an identity failure exits 5 here.
+    const stageIdentity = await store.identity?.();
+    if (stageIdentity) log.info({ identity: stageIdentity, part: 'stage' }, 'stage identity');
     // A lease taken after SIGTERM gave up on it is released at once.
     lease = await untilAborted(
       Lease.acquire({
@@ -114,6 +117,8 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
     log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
     await failpoint('after-lease');
     warehouse = await createWarehouse(config, store);
+    const warehouseIdentity = await warehouse.identity?.();
+    if (warehouseIdentity) log.info({ identity: warehouseIdentity, part: 'warehouse' }, 'warehouse identity');
     const windows =
       request.kind === 'backfill'
         ? await backfillWindows(config, request.from, request.to, request.step)

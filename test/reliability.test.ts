@@ -10,13 +10,16 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEmbeddedPostgres } from '../src/demo/embedded.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
+import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { duckQuery } from './helpers/duck.js';
 import { CLI, type CliResult, freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { FakeRedshiftData } from './helpers/redshift-data-server.js';
+import { type Fault as S3Fault, S3Proxy } from './helpers/s3-proxy.js';
 import { FakeSnowflake, type Fault } from './helpers/snowflake-server.js';
 import { keyPair } from './helpers/warehouse-fixtures.js';
 
@@ -59,7 +62,11 @@ interface Target {
   config(n: number, dir: string, mode: 'append' | 'merge'): { stage: unknown; warehouse: unknown };
   /** The stage directory of job n, where its runs/ and state/ are. */
   stageDir(n: number, dir: string): string;
+  /** The file that holds the object at `path` under that directory (an S3 server keeps its own names). */
+  readonly objectFile?: (path: string) => string;
   facts(n: number, dir: string): Promise<Facts>;
+  /** Environment of the runs (credentials and endpoints). */
+  readonly env?: () => Record<string, string>;
 }
 
 const NO_ROWS: Facts = { rows: 0, keys: 0, sum: '0.00' };
@@ -143,6 +150,127 @@ function snowflakeTarget(): Target & { inject(fault: Fault): void } {
   };
 }
 
+/** An S3 stage: s3rver behind the proxy that enforces S3's conditional writes and checksums. */
+function s3Stage() {
+  let proxy: S3Proxy | undefined;
+  let sts: AwsIdentityServer | undefined;
+  const prefix = 'rel';
+  return {
+    setup: async () => {
+      [proxy, sts] = await Promise.all([S3Proxy.start('nightshift-rel'), AwsIdentityServer.start()]);
+      sts.addUser('AKIDLOADER', 'reliability-secret-key', 'nightshift-loader');
+    },
+    teardown: async () => {
+      await Promise.all([proxy?.close(), sts?.close()]);
+    },
+    /** Makes the next matching S3 requests fail as S3 does under load. */
+    inject(fault: S3Fault): void {
+      proxy?.faults.push(fault);
+    },
+    objectFileOf(key: string): string {
+      if (!proxy) throw new Error('S3 stage not started');
+      return proxy.objectFile(key);
+    },
+    stage: () => ({
+      url: `s3://nightshift-rel/${prefix}`,
+      s3: { force_path_style: true, request_checksum: 'when_required', part_size_mb: 5 },
+    }),
+    stageDir: (n: number) => `${prefix}/rel-${n}`,
+    env: (): Record<string, string> => ({
+      AWS_ACCESS_KEY_ID: 'AKIDLOADER',
+      AWS_SECRET_ACCESS_KEY: 'reliability-secret-key',
+      AWS_REGION: 'us-east-1',
+      AWS_ENDPOINT_URL_S3: proxy?.url ?? '',
+      AWS_ENDPOINT_URL_STS: sts?.url ?? '',
+      AWS_EC2_METADATA_DISABLED: 'true',
+    }),
+  };
+}
+
+/** An S3 stage and DuckDB (which reads the parts it downloads). */
+function s3DuckdbTarget(s3 = s3Stage()): Target {
+  return {
+    name: 'S3 stage, DuckDB',
+    setup: s3.setup,
+    teardown: s3.teardown,
+    config: (_n, dir, mode) => ({
+      stage: s3.stage(),
+      warehouse: { table: 'trips', mode, duckdb: { path: join(dir, 'warehouse.duckdb') } },
+    }),
+    stageDir: s3.stageDir,
+    objectFile: (path) => s3.objectFileOf(path),
+    facts: duckdbTarget.facts,
+    env: s3.env,
+  };
+}
+
+/** An S3 stage and Redshift through its contract server (statements run on PostgreSQL there). */
+function redshiftTarget(): Target {
+  const s3 = s3Stage();
+  const role = 'arn:aws:iam::123456789012:role/redshift-copy';
+  let server: FakeRedshiftData | undefined;
+  const admin = async (text: string) => (await server?.admin(text)) ?? [];
+  return {
+    name: 'S3 stage, Redshift (contract server)',
+    setup: async () => {
+      await s3.setup();
+      server = new FakeRedshiftData({
+        pgUrl: await freshDatabase(),
+        region: 'us-east-1',
+        account: '123456789012',
+        workgroup: 'analytics',
+        database: 'dev',
+        principals: { AKIDLOADER: { arn: 'arn:aws:sts::123456789012:assumed-role/nightshift-loader/pod' } },
+        roles: { [role]: { buckets: ['nightshift-rel'] } },
+        buckets: [{ url: 's3://nightshift-rel/', dir: '', objectPath: (key) => s3.objectFileOf(key) }],
+      });
+      await server.start();
+      await admin('CREATE SCHEMA raw');
+      await admin('CREATE ROLE "IAMR:nightshift-loader"');
+      await admin('GRANT USAGE, CREATE ON SCHEMA raw TO "IAMR:nightshift-loader"');
+    },
+    teardown: async () => {
+      await server?.stop();
+      await s3.teardown();
+    },
+    config: (n, _dir, mode) => ({
+      stage: s3.stage(),
+      warehouse: {
+        type: 'redshift',
+        table: `raw.trips_r${n}`,
+        mode,
+        redshift: {
+          workgroup: 'analytics',
+          database: 'dev',
+          iam_role: role,
+          region: 'us-east-1',
+          endpoint: server?.url,
+        },
+      },
+    }),
+    stageDir: s3.stageDir,
+    objectFile: (path) => s3.objectFileOf(path),
+    facts: async (n) => {
+      const [exists] = await admin(`SELECT to_regclass('raw.trips_r${n}') IS NOT NULL AS e`);
+      if (!exists?.e) return NO_ROWS;
+      const [r] = await admin(
+        `SELECT count(*) AS rows, count(DISTINCT trip_id) AS keys, coalesce(sum(fare_usd), 0)::text AS s FROM raw.trips_r${n}`,
+      );
+      return { rows: Number(r?.rows), keys: Number(r?.keys), sum: String(r?.s) };
+    },
+    env: s3.env,
+  };
+}
+
+/** The run manifests of a job's stage, wherever its objects are kept. */
+function manifests(stage: string, target: Target): { run_id: string; files: { key: string }[] }[] {
+  const runsDir = target.objectFile ? dirname(target.objectFile(`${stage}/runs/x`)) : join(stage, 'runs');
+  if (!existsSync(runsDir)) return [];
+  return readdirSync(runsDir)
+    .filter((name) => name.endsWith(target.objectFile ? '.json._S3rver_object' : '.json'))
+    .map((name) => JSON.parse(readFileSync(join(runsDir, name), 'utf8')));
+}
+
 /** A job over its own copy of the trips table, with a short lease so killed holders expire fast. */
 async function tripsJob(
   rows: number,
@@ -194,7 +322,9 @@ async function tripsJob(
         `UPDATE ${table} SET fare_usd = fare_usd + 1, updated_at = (SELECT max(updated_at) FROM ${table}) + interval '1 millisecond' WHERE trip_id <= $1`,
         [ids],
       ),
-    run: (env: Record<string, string> = {}) => runCli(['run', '--config', config], env),
+    env: () => target.env?.() ?? {},
+    run: (env: Record<string, string> = {}) =>
+      runCli(['run', '--config', config], { ...target.env?.(), ...env }),
   };
 }
 
@@ -270,7 +400,7 @@ const KILL_POINTS = [
 ];
 
 const snowflake = snowflakeTarget();
-const TARGETS = [duckdbTarget, snowflake];
+const TARGETS = [duckdbTarget, snowflake, s3DuckdbTarget(), redshiftTarget()];
 
 for (const target of TARGETS) {
   describe(`killed at each stage boundary, the next runs load every row exactly once: ${target.name}`, () => {
@@ -289,9 +419,9 @@ for (const target of TARGETS) {
           const where = target === duckdbTarget ? '' : `, ${target.name}`;
           await expectExact(job, `SIGKILL ${point} (${mode}${where})`, runs + 1);
           // Files of the killed run are never loaded: the loads name their own run's files.
-          const runsDir = join(job.stage, 'runs');
-          for (const name of existsSync(runsDir) ? readdirSync(runsDir) : []) {
-            const manifest = JSON.parse(readFileSync(join(runsDir, name), 'utf8'));
+          const loaded = manifests(job.stage, target);
+          expect(loaded.length).toBeGreaterThan(0);
+          for (const manifest of loaded) {
             for (const f of manifest.files) expect(f.key).toContain(`run=${manifest.run_id}/`);
           }
         });
@@ -409,6 +539,39 @@ describe('transient faults: PostgreSQL restarted', () => {
       await server.stop();
       await rm(dataDir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('transient faults: S3', () => {
+  const s3 = s3Stage();
+  const target = s3DuckdbTarget(s3);
+  beforeAll(async () => target.setup?.());
+  afterAll(async () => target.teardown?.());
+  it('S3 answering 500, 503 SlowDown, resetting connections and losing responses: retried through; past the retries exit 75, and the next run finishes', async () => {
+    // A lease long enough to outlast the retries of its own renewals.
+    const job = await tripsJob(60_000, 'append', { lease: { ttl: '30s' } }, target);
+    // Fewer failures than the SDK's attempts on each request: the run goes through. The lease and
+    // checkpoint writes lose their first answer: the retried conditional write finds its own bytes.
+    const state = (name: string) => (r: { key: string }) => r.key.endsWith(`state/${name}.json`);
+    s3.inject({ action: 's3:PutObject', kind: 'lost', times: 1, match: state('lease') });
+    s3.inject({ action: 's3:PutObject', kind: 'SlowDown', times: 2 });
+    s3.inject({ action: 's3:GetObject', kind: 'InternalError', times: 2 });
+    s3.inject({ action: 's3:PutObject', kind: 'reset', times: 1 });
+    s3.inject({ action: 's3:PutObject', kind: 'lost', times: 2, match: state('checkpoint') });
+    const through = await job.run();
+    expect(through.code, through.stdout.slice(-600)).toBe(0);
+    await job.insert(60_001, 61_000);
+    // A part file refused on every attempt the SDK makes: exit 75 mid-export, nothing committed.
+    s3.inject({ action: 's3:PutObject', kind: 'SlowDown', times: 5, match: (r) => r.key.includes('/data/') });
+    const throttled = await job.run();
+    expect(throttled.code, throttled.stdout.slice(-600)).toBe(75);
+    await job.insert(61_001, 61_500);
+    const runs = await runUntilSuccess(job);
+    await expectExact(
+      job,
+      'S3 500/503 SlowDown/connection resets/lost responses (S3 stage, DuckDB)',
+      runs + 2,
+    );
   });
 });
 

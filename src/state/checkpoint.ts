@@ -7,6 +7,7 @@
 import { configError, leaseHeldError } from '../errors.js';
 import type { Bound } from '../run/window.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/store.js';
+import { putState } from './conditional.js';
 
 export interface CheckpointRecord {
   version: 1;
@@ -71,10 +72,12 @@ export async function claimCheckpoint(
     ? { ...current.record, fence }
     : { version: 1, job, columns, watermark: null, fence, run_id: null, committed_at: null, rows_total: 0 };
   try {
-    const info = await store.put(checkpointKey(job), JSON.stringify(record, null, 2), {
-      contentType: 'application/json',
-      ...(current ? { ifMatch: current.etag } : { ifNoneMatch: true }),
-    });
+    const info = await putState(
+      store,
+      checkpointKey(job),
+      JSON.stringify(record, null, 2),
+      current ? { ifMatch: current.etag } : { ifNoneMatch: true },
+    );
     return { record, etag: info.etag };
   } catch (err) {
     if (err instanceof PreconditionFailedError) {
@@ -109,8 +112,7 @@ export async function commitCheckpoint(
     rows_total: claimed.record.rows_total + update.rows,
   };
   try {
-    await store.put(checkpointKey(record.job), JSON.stringify(record, null, 2), {
-      contentType: 'application/json',
+    await putState(store, checkpointKey(record.job), JSON.stringify(record, null, 2), {
       ifMatch: claimed.etag,
     });
   } catch (err) {

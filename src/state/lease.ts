@@ -7,6 +7,7 @@
 import { hostname } from 'node:os';
 import { leaseHeldError, type NightshiftError, toNightshiftError } from '../errors.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/store.js';
+import { putState } from './conditional.js';
 
 /** What lease.json holds. */
 export interface LeaseRecord {
@@ -75,10 +76,12 @@ export class Lease {
         released: false,
       };
       try {
-        const info = await store.put(key, JSON.stringify(record, null, 2), {
-          contentType: 'application/json',
-          ...(current ? { ifMatch: current.info.etag } : { ifNoneMatch: true }),
-        });
+        const info = await putState(
+          store,
+          key,
+          JSON.stringify(record, null, 2),
+          current ? { ifMatch: current.info.etag } : { ifNoneMatch: true },
+        );
         const lease = new Lease(options, record, info.etag);
         lease.schedule();
         return lease;
@@ -128,10 +131,14 @@ export class Lease {
     const now = (this.options.now ?? Date.now)();
     const next = { ...this.record, expires_at: new Date(now + this.options.ttlMs).toISOString() };
     try {
-      const info = await this.options.store.put(leaseKey(this.options.job), JSON.stringify(next, null, 2), {
-        contentType: 'application/json',
-        ifMatch: this.etag,
-      });
+      const info = await putState(
+        this.options.store,
+        leaseKey(this.options.job),
+        JSON.stringify(next, null, 2),
+        {
+          ifMatch: this.etag,
+        },
+      );
       this.record = next;
       this.etag = info.etag;
     } catch (err) {
@@ -167,8 +174,7 @@ export class Lease {
     const now = (this.options.now ?? Date.now)();
     const next = { ...this.record, released: true, expires_at: new Date(now).toISOString() };
     try {
-      await this.options.store.put(leaseKey(this.options.job), JSON.stringify(next, null, 2), {
-        contentType: 'application/json',
+      await putState(this.options.store, leaseKey(this.options.job), JSON.stringify(next, null, 2), {
         ifMatch: this.etag,
       });
     } catch (err) {

@@ -51,6 +51,8 @@ export interface StageBucket {
   readonly dir: string;
   /** Region of the bucket (default: the server's). */
   readonly region?: string;
+  /** Where an object's bytes are, by its key under `url`, when not `dir/<key>` (an S3 server's own files). */
+  readonly objectPath?: (key: string) => string;
 }
 
 export interface FakeRedshiftOptions {
@@ -740,7 +742,8 @@ export class FakeRedshiftData {
         `ERROR: S3ServiceException:Access Denied,Status 403,Error AccessDenied,${rid}`,
       );
     }
-    const path = join(bucket.dir, ...url.slice(bucket.url.length).split('/'));
+    const key = url.slice(bucket.url.length);
+    const path = bucket.objectPath ? bucket.objectPath(key) : join(bucket.dir, ...key.split('/'));
     if (mandatory && !existsSync(path)) {
       throw new StatementError(
         `ERROR: Problem reading manifest file - S3ServiceException:The specified key does not exist.,Status 404,Error NoSuchKey,${rid}`,

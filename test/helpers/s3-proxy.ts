@@ -55,7 +55,8 @@ export interface Fault {
    * What the server does instead of answering; or before answering: `stall` holds the request,
    * `corrupt` flips a byte of the body as if the network had.
    */
-  readonly kind: 'InternalError' | 'SlowDown' | 'reset' | 'stall' | 'corrupt';
+  /** `lost`: the request is carried out, then the connection is reset before the answer (a lost response). */
+  readonly kind: 'InternalError' | 'SlowDown' | 'reset' | 'stall' | 'corrupt' | 'lost';
   /** How long a `stall` holds the request. */
   readonly ms?: number;
   /** How many matching requests fail (Infinity: all). */
@@ -209,6 +210,13 @@ export class S3Proxy {
     return this.pending.size;
   }
 
+  /** The file s3rver keeps an object's bytes in (`<dir>/<bucket>/<key>._S3rver_object`). */
+  objectFile(key: string): string {
+    const parts = key.split('/');
+    const name = parts.pop() ?? '';
+    return join(this.dir, this.bucket, ...parts, `${name}._S3rver_object`);
+  }
+
   /** Access key ids that signed requests. */
   accessKeyIds(): Set<string> {
     return new Set(this.requests.map((r) => r.accessKeyId).filter((k): k is string => !!k));
@@ -267,7 +275,11 @@ export class S3Proxy {
     const fault = this.faults.find(
       (f) => f.times > 0 && f.action === seen.action && (f.match?.(seen) ?? true),
     );
-    if (fault?.kind === 'stall') {
+    let lose = false;
+    if (fault?.kind === 'lost') {
+      fault.times--;
+      lose = true;
+    } else if (fault?.kind === 'stall') {
       fault.times--;
       await new Promise((resolve) => setTimeout(resolve, fault.ms ?? 2000));
     } else if (fault?.kind === 'corrupt') {
@@ -297,7 +309,7 @@ export class S3Proxy {
     await this.serialized(seen.key, async () => {
       const refusal = await this.check(seen, body);
       if (refusal) return this.reply(res, refusal[0], refusal[1]);
-      await this.forward(req, res, seen, body);
+      await this.forward(req, res, seen, body, lose);
     });
   }
 
@@ -430,6 +442,7 @@ export class S3Proxy {
     res: ServerResponse,
     seen: SeenRequest,
     body: Buffer,
+    lose = false,
   ): Promise<void> {
     const headers = { ...req.headers };
     for (const name of [
@@ -467,6 +480,7 @@ export class S3Proxy {
     for (const [k, v] of Object.entries(r.headers))
       if (v !== undefined && k !== 'transfer-encoding') headersOut[k] = v;
     if (seen.method !== 'HEAD') headersOut['content-length'] = String(r.body.length);
+    if (lose) return void req.socket.destroy();
     res.writeHead(r.status, { ...headersOut, ...extra });
     res.end(seen.method === 'HEAD' ? undefined : r.body);
   }

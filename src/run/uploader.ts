@@ -86,6 +86,12 @@ export class Uploader {
     })();
   }
 
+  /** Waits for every upload (not for the loads of staged files); rethrows an upload failure. */
+  async uploaded(): Promise<void> {
+    while (this.inFlight.size) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+
   /** Waits for every upload (and load of a staged file); returns the staged files in part order. */
   async finish(): Promise<StagedFile[]> {
     while (this.inFlight.size) await Promise.race(this.inFlight);

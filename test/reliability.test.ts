@@ -29,6 +29,8 @@ let jobs = 0;
 
 interface ReportRow {
   fault: string;
+  /** The README table's row this scenario adds to (default: the fault itself). */
+  group?: string;
   runs: number;
   lost: number;
   doubled: number;
@@ -342,10 +344,11 @@ async function runUntilSuccess(job: Job, limit = 8): Promise<number> {
 }
 
 /** Compares warehouse and source; records the scenario in the report. */
-async function expectExact(job: Job, fault: string, runs: number): Promise<void> {
+async function expectExact(job: Job, fault: string, runs: number, group?: string): Promise<void> {
   const { source, warehouse } = await job.facts();
   report.push({
     fault,
+    group,
     runs,
     lost: Math.max(0, source.rows - warehouse.keys),
     doubled: warehouse.rows - warehouse.keys + Math.max(0, warehouse.keys - source.rows),
@@ -417,7 +420,12 @@ for (const target of TARGETS) {
           if (mode === 'merge') await job.update(500);
           const runs = await runUntilSuccess(job);
           const where = target === duckdbTarget ? '' : `, ${target.name}`;
-          await expectExact(job, `SIGKILL ${point} (${mode}${where})`, runs + 1);
+          await expectExact(
+            job,
+            `SIGKILL ${point} (${mode}${where})`,
+            runs + 1,
+            `SIGKILL at each of the ${KILL_POINTS.length} stage boundaries, append and merge, rows inserted and updated before the rerun: ${target.name}`,
+          );
           // Files of the killed run are never loaded: the loads name their own run's files.
           const loaded = manifests(job.stage, target);
           expect(loaded.length).toBeGreaterThan(0);
@@ -447,7 +455,7 @@ describe('killed at random moments from outside', () => {
       await sleep(2100); // the killed holder's lease expires
     }
     runs += await runUntilSuccess(job);
-    await expectExact(job, 'kill -9 at random moments (10 kills)', runs);
+    await expectExact(job, '`kill -9` from outside at random moments, ten times, writers in between', runs);
   });
 });
 
@@ -462,7 +470,12 @@ describe('overlapping runs', () => {
       const results = await Promise.all(started.map((s) => s.done));
       const codes = results.map((r) => r.code).sort();
       expect(codes).toEqual([0, ...Array(n - 1).fill(4)]);
-      await expectExact(job, `${n} runs at once`, n);
+      await expectExact(
+        job,
+        `${n} runs at once`,
+        n,
+        'two and five runs started at once (one works, the rest exit 4)',
+      );
     });
   }
 
@@ -476,7 +489,11 @@ describe('overlapping runs', () => {
     await sleep(2200);
     const late = await job.run();
     expect(late.code, late.stdout.slice(-500)).toBe(0);
-    await expectExact(job, 'holder killed, lease taken over after expiry', 3);
+    await expectExact(
+      job,
+      'a holder killed while holding the lease (exit 4 until it expires, then taken over)',
+      3,
+    );
   });
 
   it('a run paused past its lease neither loads nor commits once another run took over', async () => {
@@ -496,7 +513,11 @@ describe('overlapping runs', () => {
     expect(first.summary?.rows_loaded).toBeNull();
     const checkpoint = JSON.parse(readFileSync(join(job.stage, 'state', 'checkpoint.json'), 'utf8'));
     expect(checkpoint.run_id).toBe(second.summary?.run_id);
-    await expectExact(job, 'run paused past its lease', 2);
+    await expectExact(
+      job,
+      'a run frozen past its lease while another takes over (it neither loads nor commits, exit 4)',
+      2,
+    );
   });
 });
 
@@ -513,7 +534,11 @@ describe('transient faults', () => {
     expect(cut.code, cut.stdout.slice(-600)).toBe(75);
     expect(cut.summary?.status).toBe('failed');
     const runs = await runUntilSuccess(job);
-    await expectExact(job, 'PostgreSQL connection cut mid-export', runs + 1);
+    await expectExact(
+      job,
+      'PostgreSQL cutting the export connection mid-COPY (exit 75, the next run finishes)',
+      runs + 1,
+    );
   });
 });
 
@@ -534,7 +559,7 @@ describe('transient faults: PostgreSQL restarted', () => {
       expect(cut.code, cut.stdout.slice(-600)).toBe(75);
       await job.insert(60_001, 60_500);
       const runs = await runUntilSuccess(job);
-      await expectExact(job, 'PostgreSQL restarted mid-export', runs + 1);
+      await expectExact(job, 'PostgreSQL restarted mid-COPY (exit 75, the next run finishes)', runs + 1);
     } finally {
       await server.stop();
       await rm(dataDir, { recursive: true, force: true });
@@ -569,7 +594,7 @@ describe('transient faults: S3', () => {
     const runs = await runUntilSuccess(job);
     await expectExact(
       job,
-      'S3 500/503 SlowDown/connection resets/lost responses (S3 stage, DuckDB)',
+      'S3 answering 500, 503 SlowDown, resetting connections and losing responses (retried; past the retries exit 75)',
       runs + 2,
     );
   });
@@ -605,7 +630,11 @@ describe('transient faults: a slow warehouse', () => {
     const locked = await job.run();
     expect(locked.code, locked.stdout.slice(-600)).toBe(75);
     const runs = await runUntilSuccess(job);
-    await expectExact(job, 'a slow warehouse: statement and lock timeouts (Snowflake)', runs + 3);
+    await expectExact(
+      job,
+      'a slow warehouse: Snowflake cutting the COPY at its statement timeout, then a lock wait timing out (exit 75 each)',
+      runs + 3,
+    );
   });
 });
 
@@ -685,7 +714,8 @@ describe('a moving source', () => {
       'SELECT count(*) AS rows, count(DISTINCT id) AS keys, sum(amount)::varchar AS sum FROM moving',
     );
     report.push({
-      fault: 'moving source: 50 runs, concurrent writers, late commits',
+      fault:
+        'fifty incremental runs against concurrent inserts, updates and commits arriving late within the lag',
       runs,
       lost: Math.max(0, Number(s.rows) - Number(w.keys)),
       doubled: Number(w.rows) - Number(w.keys),

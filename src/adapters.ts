@@ -3,7 +3,7 @@
  * Warehouse. Adapters get parsed config through their constructors; heavy SDKs are imported
  * only when their backend is chosen.
  */
-import { cloudEnvironment } from './config/cloud.js';
+import { cloudEnvironment, quietAwsSdk } from './config/cloud.js';
 import { bigQueryDefaults, type Config, s3StageDefaults } from './config/schema.js';
 import { configError } from './errors.js';
 import { LocalStore } from './store/local.js';
@@ -18,6 +18,7 @@ export async function createStore(config: Config): Promise<ObjectStore> {
     case 'file':
       return new LocalStore(url);
     case 's3': {
+      quietAwsSdk();
       const { S3Store } = await import('./store/s3.js');
       return new S3Store({
         url,
@@ -93,9 +94,7 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
     case 'redshift': {
       const rs = wh.redshift;
       if (!rs) throw configError('warehouse.type redshift needs warehouse.redshift');
-      // The SDK warns on stderr, in unstructured lines, that its releases after January 2027 need
-      // Node 22; the pinned release runs on 20, and without the warning every log line stays JSON.
-      process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+      quietAwsSdk();
       const { RedshiftData } = await import('@aws-sdk/client-redshift-data');
       // The default credential chain: IRSA or EKS Pod Identity in a pod, no static keys.
       const client = new RedshiftData({

@@ -110,6 +110,8 @@ describe('nightshift run on an S3 stage', () => {
     const job = await newJob(20_000, { part_size_mb: 5 });
     const first = await job.run();
     expect(first.code, first.stdout.slice(-1500)).toBe(0);
+    // Every line a pod writes is JSON: the AWS SDK's Node version notice is kept off stderr.
+    expect(first.stderr).toBe('');
     expect(first.summary).toMatchObject({ status: 'succeeded', rows_source: 20_000, rows_loaded: 20_000 });
     expect(await job.facts()).toEqual(await job.sourceFacts());
     const identity = jsonLines(first.stdout).find((l) => l.msg === 'stage identity');

@@ -81,3 +81,12 @@ export function cloudEnvironment(env: NodeJS.ProcessEnv = process.env): CloudEnv
     },
   };
 }
+
+/**
+ * Silences the AWS SDK's Node version notice: it is written to stderr in unstructured lines, once
+ * per process, that releases after January 2027 need Node 22. The pinned release runs on 20, and
+ * without the notice every line a pod writes stays JSON. Called before an AWS SDK is imported.
+ */
+export function quietAwsSdk(env: NodeJS.ProcessEnv = process.env): void {
+  env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+}

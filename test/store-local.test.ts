@@ -1,8 +1,11 @@
 /** The shared ObjectStore suite on a local directory stage (`file:///...`). */
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
 import { LocalStore } from '../src/store/local.js';
 import { objectStoreSuite } from './helpers/store-suite.js';
 
@@ -17,3 +20,22 @@ objectStoreSuite(
   },
   { largeFileBytes: 24 * 1024 * 1024, raceRounds: 25, verifiesChecksums: false },
 );
+
+describe('local store locks', () => {
+  it('a lock left by a process killed inside the critical section is broken at once, not after its age', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'nightshift-local-lock-'));
+    try {
+      const store = new LocalStore(pathToFileURL(root).href);
+      const first = await store.put('job/state/lease.json', 'v1', { ifNoneMatch: true });
+      // A process of this host that is gone now, as after a SIGKILL.
+      const dead = spawnSync(process.execPath, ['-e', '']).pid;
+      writeFileSync(join(root, 'job', 'state', 'lease.json.lock'), `${hostname()} ${dead}`);
+      const started = Date.now();
+      await store.put('job/state/lease.json', 'v2', { ifMatch: first.etag });
+      expect(Date.now() - started).toBeLessThan(2000);
+      expect((await store.get('job/state/lease.json'))?.body.toString()).toBe('v2');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+});

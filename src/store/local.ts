@@ -6,9 +6,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { configError } from '../errors.js';
+import { configError, transientError } from '../errors.js';
 import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import {
   type ObjectInfo,
@@ -23,6 +24,35 @@ const STALE_LOCK_MS = 30_000;
 const LOCK_WAIT_MS = 10_000;
 
 const md5 = (data: Uint8Array) => createHash('md5').update(data).digest('hex');
+
+/** Who holds a lock file: this host and process. */
+const LOCK_OWNER = `${hostname()} ${process.pid}`;
+
+/**
+ * Whether a lock file was left by a process that is gone: one of this host that no longer runs
+ * (a SIGKILL inside the critical section), or any lock older than the critical section can take.
+ */
+async function isStale(lock: string): Promise<boolean> {
+  const [owner, age] = await Promise.all([
+    readFile(lock, 'utf8').catch(() => ''),
+    stat(lock).then(
+      (s) => Date.now() - s.mtimeMs,
+      () => 0,
+    ),
+  ]);
+  const [host, pid] = owner.split(' ');
+  if (host === hostname() && Number(pid) > 0 && !alive(Number(pid))) return true;
+  return age > STALE_LOCK_MS;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 export class LocalStore implements ObjectStore {
   readonly url: string;
@@ -132,21 +162,21 @@ export class LocalStore implements ObjectStore {
     for (;;) {
       try {
         const handle = await open(lock, 'wx');
-        await handle.close();
+        await handle.writeFile(LOCK_OWNER).finally(() => handle.close());
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        const age = await stat(lock).then(
-          (s) => Date.now() - s.mtimeMs,
-          () => 0,
-        );
-        if (age > STALE_LOCK_MS) {
+        if (await isStale(lock)) {
           // Break a lock left by a killed process: rename is atomic, so only one breaker wins.
           await rename(lock, `${lock}.${randomBytes(4).toString('hex')}.stale`).catch(() => undefined);
           await this.sweepStale(target);
           continue;
         }
-        if (Date.now() > deadline) throw new Error(`timed out waiting for the lock ${lock}`);
+        if (Date.now() > deadline) {
+          throw transientError(`timed out waiting for the lock ${lock}`, {
+            hint: `another process holds it; if none is running, delete ${lock}`,
+          });
+        }
         await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
       }
     }

@@ -6,7 +6,7 @@
  * each, the warehouse is compared with the source: count, distinct keys, sum of a numeric column.
  * Each scenario adds its figures to a report (NIGHTSHIFT_RELIABILITY_REPORT) the README quotes.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,7 +17,7 @@ import { startEmbeddedPostgres } from '../src/demo/embedded.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { duckQuery } from './helpers/duck.js';
-import { CLI, type CliResult, freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { type CliResult, freshDatabase, runCli, spawnCli, sql, tempDir, writeConfig } from './helpers/env.js';
 import { FakeRedshiftData } from './helpers/redshift-data-server.js';
 import { type Fault as S3Fault, S3Proxy } from './helpers/s3-proxy.js';
 import { FakeSnowflake, type Fault } from './helpers/snowflake-server.js';
@@ -362,31 +362,7 @@ function spawnRun(
   config: string,
   env: Record<string, string> = {},
 ): { child: ChildProcess; done: Promise<CliResult> } {
-  const child = spawn(process.execPath, [CLI, 'run', '--config', config], {
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, TZ: 'UTC', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const done = new Promise<CliResult>((resolve) => {
-    child.on('close', (code, signal) => {
-      const last = stdout.trim().split('\n').pop() ?? '';
-      let summary: Record<string, unknown> | undefined;
-      try {
-        summary = JSON.parse(last);
-      } catch {
-        summary = undefined;
-      }
-      resolve({ code, signal, stdout, stderr, summary });
-    });
-  });
-  return { child, done };
+  return spawnCli(['run', '--config', config], env);
 }
 
 const KILL_POINTS = [

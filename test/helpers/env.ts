@@ -2,7 +2,7 @@
  * Shared test plumbing: a fresh database per test file on the shared server, temp dirs, YAML
  * configs, and running the built CLI as a real process (exit codes, stdout, stderr).
  */
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -68,30 +68,19 @@ export interface CliResult {
   summary: Record<string, unknown> | undefined;
 }
 
-/** Runs the built CLI with a clean environment plus `env`. */
-export function runCli(
-  args: string[],
-  env: Record<string, string | undefined> = {},
-  options: { onSpawn?: (pid: number) => void; timeoutMs?: number } = {},
-): Promise<CliResult> {
+/** Collects a child's output and, when it ends, its exit and the last stdout line as JSON. */
+export function childOutcome(child: ChildProcess): Promise<CliResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, TZ: 'UTC', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
+    child.stdout?.on('data', (d: Buffer) => {
       stdout += d.toString();
     });
-    child.stderr.on('data', (d: Buffer) => {
+    child.stderr?.on('data', (d: Buffer) => {
       stderr += d.toString();
     });
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
-    if (child.pid) options.onSpawn?.(child.pid);
     child.on('error', reject);
     child.on('close', (code, signal) => {
-      clearTimeout(timer);
       const lines = stdout.trim().split('\n');
       let summary: Record<string, unknown> | undefined;
       try {
@@ -102,6 +91,34 @@ export function runCli(
       resolvePromise({ code, signal, stdout, stderr, summary });
     });
   });
+}
+
+/** Starts the built CLI with a clean environment plus `env`; `done` settles when it exits. */
+export function spawnCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, TZ: 'UTC', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return { child, done: childOutcome(child) };
+}
+
+/** Runs the built CLI with a clean environment plus `env`. */
+export async function runCli(
+  args: string[],
+  env: Record<string, string | undefined> = {},
+  options: { onSpawn?: (pid: number) => void; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  const { child, done } = spawnCli(args, env);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+  if (child.pid) options.onSpawn?.(child.pid);
+  try {
+    return await done;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Parses every JSON line of a run's stdout. */

@@ -20,6 +20,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { childOutcome } from './env.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 export const POD_UID = 1000;
@@ -162,39 +163,21 @@ export function runInPod(
     join(options.app, 'dist/src/launch.js'),
     ...args,
   ];
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn('setpriv', bwrap, {
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC', ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-    });
-    child.on('error', reject);
-    onStart?.(() => (child.pid ? findEntrypoint(child.pid) : undefined));
-    child.on('close', (code) => {
-      const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
-      const lines = stdout.trim().split('\n');
-      let summary: Record<string, unknown> | undefined;
-      try {
-        summary = JSON.parse(lines[lines.length - 1]) as Record<string, unknown>;
-      } catch {
-        summary = undefined;
-      }
-      resolvePromise({
-        code,
-        stdout,
-        stderr,
-        tmpAfter: read(join(status, 'tmp')).split('\n').filter(Boolean),
-        terminationMessage: read(termination),
-        summary,
-      });
-    });
+  const child = spawn('setpriv', bwrap, {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', TZ: 'UTC', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  onStart?.(() => (child.pid ? findEntrypoint(child.pid) : undefined));
+  return childOutcome(child).then(({ code, stdout, stderr, summary }) => {
+    const read = (f: string) => (existsSync(f) ? readFileSync(f, 'utf8') : '');
+    return {
+      code,
+      stdout,
+      stderr,
+      tmpAfter: read(join(status, 'tmp')).split('\n').filter(Boolean),
+      terminationMessage: read(termination),
+      summary,
+    };
   });
 }
 

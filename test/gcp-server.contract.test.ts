@@ -142,9 +142,11 @@ describe('GCP contract server', () => {
     });
     expect(meta.crc32c).toBe(crc32c(Buffer.from('hello resumable')));
     expect(server.object(BUCKET, 'small/multi.txt')?.contentType).toBe('text/plain');
+    await bucket.file('small/cold').save('c', { resumable: false, metadata: { storageClass: 'NEARLINE' } });
+    expect((await bucket.file('small/cold').getMetadata())[0].storageClass).toBe('NEARLINE');
     const multi = server.calls.filter((c) => c.query.uploadType === 'multipart');
     const resum = server.calls.filter((c) => c.query.uploadType === 'resumable' && c.method === 'POST');
-    expect([multi.length, resum.length]).toEqual([1, 1]);
+    expect([multi.length, resum.length]).toEqual([2, 1]);
     expect(server.pendingUploads()).toBe(0);
     expect(await bucket.file('small/missing').exists()).toEqual([false]);
     expect(await codeOf(bucket.file('small/missing').download())).toBe(404);
@@ -251,7 +253,13 @@ describe('GCP contract server', () => {
     server.put(BUCKET, 'del/held', 'h', { temporaryHold: true });
     expect(await codeOf(bucket.file('del/held').delete())).toBe(403);
     expect(await codeOf(bucket.file('del/held').save('over', { resumable: false }))).toBe(403);
-    await bucket.file('del/held').setMetadata({ temporaryHold: false });
+    expect(
+      await codeOf(
+        bucket.file('del/held').setMetadata({ temporaryHold: false }, { ifMetagenerationMatch: 2 }),
+      ),
+    ).toBe(412);
+    await bucket.file('del/held').setMetadata({ temporaryHold: false }, { ifMetagenerationMatch: 1 });
+    expect(server.object(BUCKET, 'del/held')?.metageneration).toBe(2);
     await bucket.file('del/held').delete();
     expect(server.object(BUCKET, 'del/held')).toBeUndefined();
   });

@@ -4,7 +4,7 @@
  * only when their backend is chosen.
  */
 import { cloudEnvironment, quietAwsSdk } from './config/cloud.js';
-import { bigQueryDefaults, type Config, s3StageDefaults } from './config/schema.js';
+import { bigQueryDefaults, type Config, gcsStageDefaults, s3StageDefaults } from './config/schema.js';
 import { configError } from './errors.js';
 import { LocalStore } from './store/local.js';
 import type { ObjectStore } from './store/store.js';
@@ -26,9 +26,17 @@ export async function createStore(config: Config): Promise<ObjectStore> {
         env: cloudEnvironment().aws,
       });
     }
+    case 'gs': {
+      const { GcsStore } = await import('./store/gcs.js');
+      return new GcsStore({
+        url,
+        settings: config.stage.gcs ?? gcsStageDefaults(),
+        env: cloudEnvironment().gcp,
+      });
+    }
     default:
       throw configError(`stage.url: unsupported scheme in ${url}`, {
-        hint: 'set NIGHTSHIFT_STAGE_URL to file:///absolute/path or s3://bucket/prefix',
+        hint: 'set NIGHTSHIFT_STAGE_URL to file:///absolute/path, s3://bucket/prefix or gs://bucket/prefix',
       });
   }
 }
@@ -84,6 +92,7 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
         timeoutMs: bq.timeout,
         jobIdPrefix: bq.job_id_prefix,
         stageUrl: config.stage.url,
+        gcp: cloudEnvironment().gcp,
       });
     }
     case 'snowflake': {

@@ -46,6 +46,10 @@ export interface GcpEnvironment {
   readonly metadataHost?: string;
   /** GOOGLE_CLOUD_PROJECT, else GCLOUD_PROJECT. */
   readonly project?: string;
+  /** gcloud's application default credentials file (`gcloud auth application-default login`). */
+  readonly gcloudAdcFile?: string;
+  /** KUBERNETES_SERVICE_HOST is set: a metadata server here is GKE's (Workload Identity). */
+  readonly kubernetes: boolean;
 }
 
 export interface CloudEnvironment {
@@ -78,8 +82,16 @@ export function cloudEnvironment(env: NodeJS.ProcessEnv = process.env): CloudEnv
       credentialsFile: value(env, 'GOOGLE_APPLICATION_CREDENTIALS'),
       metadataHost: value(env, 'GCE_METADATA_HOST') ?? value(env, 'GCE_METADATA_IP'),
       project: value(env, 'GOOGLE_CLOUD_PROJECT') ?? value(env, 'GCLOUD_PROJECT'),
+      gcloudAdcFile: gcloudAdcFile(env),
+      kubernetes: value(env, 'KUBERNETES_SERVICE_HOST') !== undefined,
     },
   };
+}
+
+/** Where gcloud keeps application default credentials: CLOUDSDK_CONFIG, else ~/.config/gcloud. */
+function gcloudAdcFile(env: NodeJS.ProcessEnv): string | undefined {
+  const dir = value(env, 'CLOUDSDK_CONFIG') ?? (value(env, 'HOME') && `${env.HOME}/.config/gcloud`);
+  return dir ? `${dir}/application_default_credentials.json` : undefined;
 }
 
 /**

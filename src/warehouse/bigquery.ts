@@ -16,8 +16,10 @@
  * running at the deadline is cancelled.
  */
 import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
+import type { GcpEnvironment } from '../config/cloud.js';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
-import type { AccessNeeds } from '../identity/principal.js';
+import { gcpIdentity, gcpSetup } from '../identity/gcp.js';
+import type { AccessNeeds, Identity } from '../identity/principal.js';
 import { pause as sleep } from '../run/abort.js';
 import { failpoint } from '../run/failpoint.js';
 import type { Window } from '../run/window.js';
@@ -61,6 +63,8 @@ export interface BigQueryWarehouseOptions {
   stageUrl?: string;
   /** First and longest wait between two polls of a job (ms). */
   poll?: { initialMs: number; maxMs: number };
+  /** The Application Default Credentials inputs, to name the identity the jobs run as. */
+  gcp?: GcpEnvironment;
 }
 
 /** Earlier attempts of the same load that failed before a new attempt id is used. */
@@ -104,6 +108,12 @@ export class BigQueryWarehouse implements Warehouse {
   constructor(client: BigQuery, options: BigQueryWarehouseOptions) {
     this.client = client;
     this.options = options;
+  }
+
+  /** Who the jobs run as (Application Default Credentials), with a token already obtained. */
+  async identity(): Promise<Identity> {
+    const setup = await gcpSetup(this.options.gcp ?? { kubernetes: false });
+    return gcpIdentity(setup, this.client.authClient, this.options.project);
   }
 
   /** The roles the job needs, for `nightshift iam`. */

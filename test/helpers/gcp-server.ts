@@ -289,6 +289,11 @@ export class GcpServer {
     this.faults.push({ kind, left: n, filter });
   }
 
+  /** Drops the faults not used up yet. */
+  clearFaults(): void {
+    this.faults.length = 0;
+  }
+
   /** Resumable sessions created and neither finished nor cancelled. */
   pendingUploads(): number {
     return [...this.sessions.values()].filter((s) => s.state === 'open').length;

@@ -5,7 +5,7 @@
  * members (`identity?`, `check?`), so new stores and warehouses add checks without changing this.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, statfs } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createStore, createWarehouse } from '../adapters.js';
 import { loadConfig } from '../config/load.js';
@@ -133,6 +133,8 @@ async function checkTempSpace(ctx: CheckContext): Promise<string> {
   const { config } = ctx;
   let probe: string;
   try {
+    // A run creates it when missing; so does the check, or it would fail where a run works.
+    await mkdir(config.temp_dir, { recursive: true });
     probe = await mkdtemp(join(config.temp_dir, 'nightshift-check-'));
   } catch (err) {
     throw configError(`temp_dir ${config.temp_dir} is not writable: ${(err as Error).message}`, {

@@ -18,6 +18,7 @@ import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { duckQuery } from './helpers/duck.js';
 import { type CliResult, freshDatabase, runCli, spawnCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { GcpServer } from './helpers/gcp-server.js';
 import { FakeRedshiftData } from './helpers/redshift-data-server.js';
 import { type Fault as S3Fault, S3Proxy } from './helpers/s3-proxy.js';
 import { FakeSnowflake, type Fault } from './helpers/snowflake-server.js';
@@ -66,9 +67,17 @@ interface Target {
   stageDir(n: number, dir: string): string;
   /** The file that holds the object at `path` under that directory (an S3 server keeps its own names). */
   readonly objectFile?: (path: string) => string;
+  /** The run manifests under a stage directory, for a stage whose objects are not files. */
+  readonly manifests?: (stage: string) => Manifest[];
   facts(n: number, dir: string): Promise<Facts>;
   /** Environment of the runs (credentials and endpoints). */
   readonly env?: () => Record<string, string>;
+}
+
+/** What the tests read of a run manifest. */
+interface Manifest {
+  run_id: string;
+  files: { key: string }[];
 }
 
 const NO_ROWS: Facts = { rows: 0, keys: 0, sum: '0.00' };
@@ -206,6 +215,37 @@ function s3DuckdbTarget(s3 = s3Stage()): Target {
   };
 }
 
+/** A Cloud Storage stage (the contract server, GKE Workload Identity) and DuckDB. */
+function gcsDuckdbTarget(): Target & { inject: GcpServer['failNext']; clearFaults(): void } {
+  let server: GcpServer | undefined;
+  const bucket = 'nightshift-rel';
+  return {
+    name: 'Cloud Storage stage, DuckDB',
+    setup: async () => {
+      server = await GcpServer.start();
+      server.createBucket(bucket);
+      server.metadata = { email: 'nightshift@acme-data.iam.gserviceaccount.com', project: 'acme-data' };
+    },
+    teardown: async () => server?.close(),
+    inject: (n, kind, filter) => server?.failNext(n, kind, filter),
+    clearFaults: () => server?.clearFaults(),
+    config: (_n, dir, mode) => ({
+      stage: { url: `gs://${bucket}/rel`, gcs: { api_endpoint: server?.url, chunk_size_mb: 1 } },
+      warehouse: { table: 'trips', mode, duckdb: { path: join(dir, 'warehouse.duckdb') } },
+    }),
+    stageDir: (n) => `rel/rel-${n}`,
+    manifests: (stage) =>
+      (server?.objectsOf(bucket) ?? [])
+        .filter((o) => o.name.startsWith(`${stage}/runs/`) && o.name.endsWith('.json'))
+        .map((o) => JSON.parse(o.data.toString('utf8')) as Manifest),
+    facts: duckdbTarget.facts,
+    env: (): Record<string, string> => ({
+      GCE_METADATA_HOST: server?.host ?? '',
+      KUBERNETES_SERVICE_HOST: '10.0.0.1',
+    }),
+  };
+}
+
 /** An S3 stage and Redshift through its contract server (statements run on PostgreSQL there). */
 function redshiftTarget(): Target {
   const s3 = s3Stage();
@@ -270,7 +310,8 @@ function redshiftTarget(): Target {
 }
 
 /** The run manifests of a job's stage, wherever its objects are kept. */
-function manifests(stage: string, target: Target): { run_id: string; files: { key: string }[] }[] {
+function manifests(stage: string, target: Target): Manifest[] {
+  if (target.manifests) return target.manifests(stage);
   const runsDir = target.objectFile ? dirname(target.objectFile(`${stage}/runs/x`)) : join(stage, 'runs');
   if (!existsSync(runsDir)) return [];
   return readdirSync(runsDir)
@@ -384,7 +425,7 @@ const KILL_POINTS = [
 ];
 
 const snowflake = snowflakeTarget();
-const TARGETS = [duckdbTarget, snowflake, s3DuckdbTarget(), redshiftTarget()];
+const TARGETS = [duckdbTarget, snowflake, s3DuckdbTarget(), gcsDuckdbTarget(), redshiftTarget()];
 
 for (const target of TARGETS) {
   describe(`killed at each stage boundary, the next runs load every row exactly once: ${target.name}`, () => {
@@ -576,6 +617,38 @@ describe('transient faults: S3', () => {
     await expectExact(
       job,
       'S3 answering 500, 503 SlowDown, resetting connections and losing responses (retried; past the retries exit 75)',
+      runs + 2,
+    );
+  });
+});
+
+describe('transient faults: Cloud Storage', () => {
+  const target = gcsDuckdbTarget();
+  beforeAll(async () => target.setup?.());
+  afterAll(async () => target.teardown?.());
+  it('Cloud Storage answering 503 and 429, resetting connections and losing responses: retried through; past the retries exit 75, and the next run finishes', async () => {
+    const job = await tripsJob(60_000, 'append', { lease: { ttl: '30s' } }, target);
+    // The lease and checkpoint writes lose their answers: the retry meets 412, and the state
+    // writer finds its own bytes there.
+    target.inject(1, 'lost', { method: 'POST', path: 'state%2Flease.json' });
+    target.inject(2, 'http503', { method: 'POST' });
+    target.inject(2, 'http429', { method: 'GET' });
+    target.inject(1, 'reset', { method: 'PUT' });
+    target.inject(2, 'lost', { method: 'POST', path: 'state%2Fcheckpoint.json' });
+    const through = await job.run();
+    target.clearFaults();
+    expect(through.code, through.stdout.slice(-600)).toBe(0);
+    await job.insert(60_001, 61_000);
+    // Part files refused on every attempt: exit 75 mid-export, nothing committed.
+    target.inject(1000, 'http503', { path: '%2Fdata%2F' });
+    const failed = await job.run();
+    target.clearFaults();
+    expect(failed.code, failed.stdout.slice(-600)).toBe(75);
+    await job.insert(61_001, 61_500);
+    const runs = await runUntilSuccess(job);
+    await expectExact(
+      job,
+      'Cloud Storage answering 503 and 429, resetting connections and losing responses (retried; past the retries exit 75)',
       runs + 2,
     );
   });

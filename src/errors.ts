@@ -79,6 +79,8 @@ export const validationError = (message: string, options?: NightshiftErrorOption
   new NightshiftError('validation', message, options);
 export const leaseHeldError = (message: string, options?: NightshiftErrorOptions) =>
   new NightshiftError('lease_held', message, options);
+export const internalError = (message: string, options?: NightshiftErrorOptions) =>
+  new NightshiftError('internal', message, options);
 
 /** Node system error codes that mean "the network or a peer hiccuped; try again". */
 const TRANSIENT_SYSCALL = new Set([

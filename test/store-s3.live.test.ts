@@ -11,7 +11,8 @@ import { AbortMultipartUploadCommand, ListMultipartUploadsCommand, S3Client } fr
 import { afterAll, describe } from 'vitest';
 import { cloudEnvironment } from '../src/config/cloud.js';
 import { s3StageDefaults } from '../src/config/schema.js';
-import { parseS3Url, S3Store } from '../src/store/s3.js';
+import { BucketPath } from '../src/store/bucket-path.js';
+import { S3Store } from '../src/store/s3.js';
 import { objectStoreSuite } from './helpers/store-suite.js';
 
 const STAGE_URL = process.env.NIGHTSHIFT_TEST_S3_URL?.replace(/\/$/, '');
@@ -22,7 +23,7 @@ const credentials = Boolean(
 );
 
 describe.skipIf(!credentials)('S3 stage live', () => {
-  const { bucket } = credentials ? parseS3Url(STAGE_URL as string) : { bucket: '' };
+  const { bucket } = credentials ? new BucketPath(STAGE_URL as string, 's3') : { bucket: '' };
   const client = credentials ? new S3Client({ region: env.region }) : undefined;
   afterAll(() => client?.destroy());
 

@@ -4,7 +4,14 @@
  * transient (exit 75); refused credentials or permissions are identity errors (exit 5) naming
  * the bucket, the permission and the fix. Messages carry names only, never a token.
  */
-import { configError, identityError, NightshiftError, toNightshiftError, transientError } from '../errors.js';
+import {
+  configError,
+  identityError,
+  internalError,
+  NightshiftError,
+  toNightshiftError,
+  transientError,
+} from '../errors.js';
 import { PreconditionFailedError } from './store.js';
 
 /** The fields of a library error this file looks at: ApiError (JSON API) or a gaxios error. */
@@ -103,5 +110,5 @@ export function translateGcsError(err: unknown, where: GcsErrorContext): Error {
   }
   const generic = toNightshiftError(err);
   if (generic.code !== 'internal') return generic;
-  return new NightshiftError('internal', `${where.permission} on ${target}: ${detail}`, { cause: err });
+  return internalError(`${where.permission} on ${target}: ${detail}`, { cause: err });
 }

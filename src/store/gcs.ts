@@ -16,9 +16,10 @@ import { pipeline } from 'node:stream/promises';
 import type { Bucket, File, FileMetadata, Storage } from '@google-cloud/storage';
 import type { GcpEnvironment } from '../config/cloud.js';
 import type { GcsStageConfig } from '../config/schema.js';
-import { configError, NightshiftError, transientError } from '../errors.js';
+import { internalError, NightshiftError, transientError } from '../errors.js';
 import { type GcpSetup, gcpIdentity, gcpSetup, precheckGcp } from '../identity/gcp.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
+import { BucketPath } from './bucket-path.js';
 import { gcsStatus, isGcsNotFound, isGcsPreconditionFailed, translateGcsError } from './gcs-errors.js';
 import {
   type ObjectInfo,
@@ -41,15 +42,6 @@ export interface GcsStoreOptions {
 
 const MB = 1024 * 1024;
 
-const internalError = (message: string) => new NightshiftError('internal', message);
-
-/** Splits `gs://bucket/a/b/` into bucket and prefix (`a/b`, no trailing slash). */
-export function parseGcsUrl(url: string): { bucket: string; prefix: string } {
-  const match = /^gs:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!match?.[1]) throw configError(`stage.url: ${url} is not a gs://bucket/prefix URL`);
-  return { bucket: match[1], prefix: (match[2] ?? '').replace(/\/+$/, '') };
-}
-
 interface Client {
   storage: Storage;
   bucket: Bucket;
@@ -60,16 +52,17 @@ export class GcsStore implements ObjectStore {
   readonly url: string;
   readonly bucketName: string;
   readonly prefix: string;
+  private readonly path: BucketPath;
   private readonly settings: GcsStageConfig;
   private readonly env: GcpEnvironment;
   private client: Promise<Client> | undefined;
   private setup: Promise<GcpSetup> | undefined;
 
   constructor(options: GcsStoreOptions) {
-    const { bucket, prefix } = parseGcsUrl(options.url);
-    this.bucketName = bucket;
-    this.prefix = prefix;
-    this.url = `gs://${bucket}${prefix ? `/${prefix}` : ''}`;
+    this.path = new BucketPath(options.url, 'gs');
+    this.bucketName = this.path.bucket;
+    this.prefix = this.path.prefix;
+    this.url = this.path.url;
     this.settings = options.settings;
     this.env = options.env;
   }
@@ -112,22 +105,16 @@ export class GcsStore implements ObjectStore {
   }
 
   private nameOf(key: string): string {
-    if (key.split('/').some((part) => part === '..' || part === ''))
-      throw internalError(`invalid object key ${key}`);
-    return this.prefix ? `${this.prefix}/${key}` : key;
-  }
-
-  private relative(name: string): string {
-    return this.prefix ? name.slice(this.prefix.length + 1) : name;
+    return this.path.nameOf(key);
   }
 
   urlOf(key: string): string {
-    return `gs://${this.bucketName}/${this.nameOf(key)}`;
+    return this.path.urlOf(key);
   }
 
   private failure(err: unknown, permission: string, name: string, options: PutOptions = {}): Error {
     if ((options.ifNoneMatch || options.ifMatch !== undefined) && isGcsPreconditionFailed(err))
-      return new PreconditionFailedError(this.relative(name), { cause: err });
+      return new PreconditionFailedError(this.path.keyOf(name), { cause: err });
     return translateGcsError(err, { bucket: this.bucketName, permission, name });
   }
 
@@ -252,7 +239,7 @@ export class GcsStore implements ObjectStore {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     const { bucket } = await this.sdk();
-    const full = this.prefix ? `${this.prefix}/${prefix}` : prefix;
+    const full = this.path.listPrefix(prefix);
     let pageToken: string | undefined;
     do {
       let files: File[];
@@ -270,7 +257,7 @@ export class GcsStore implements ObjectStore {
       // Cloud Storage lists in lexicographic (UTF-8 byte) order, which is the order the port promises.
       for (const f of files)
         yield {
-          key: this.relative(f.name),
+          key: this.path.keyOf(f.name),
           size: Number(f.metadata.size ?? 0),
           etag: generationOf(f.metadata),
         };

@@ -5,7 +5,14 @@
  * and the likely fix. Messages carry names only: the SDK's own messages hold no secrets, and no
  * credential is ever put into one.
  */
-import { configError, identityError, NightshiftError, toNightshiftError, transientError } from '../errors.js';
+import {
+  configError,
+  identityError,
+  internalError,
+  NightshiftError,
+  toNightshiftError,
+  transientError,
+} from '../errors.js';
 import { PreconditionFailedError } from './store.js';
 
 /** The fields of an SDK service or credential error this file looks at. */
@@ -153,7 +160,7 @@ export function translateS3Error(err: unknown, where: S3ErrorContext): Error {
   }
   const generic = toNightshiftError(err);
   if (generic.code !== 'internal') return generic;
-  return new NightshiftError('internal', `${where.action} on ${target}: ${detail}`, { cause: err });
+  return internalError(`${where.action} on ${target}: ${detail}`, { cause: err });
 }
 
 function identityHint(code: string, where: S3ErrorContext): string {

@@ -20,9 +20,10 @@ import type {
 import type { AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import type { AwsEnvironment } from '../config/cloud.js';
 import type { S3StageConfig } from '../config/schema.js';
-import { configError, NightshiftError } from '../errors.js';
+import { internalError } from '../errors.js';
 import { awsCredentials, awsIdentity } from '../identity/aws.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
+import { BucketPath } from './bucket-path.js';
 import { isNotFound, isPreconditionFailed, translateS3Error } from './s3-errors.js';
 import {
   type ObjectInfo,
@@ -45,19 +46,11 @@ export interface S3StoreOptions {
 
 const MB = 1024 * 1024;
 
-const internalError = (message: string) => new NightshiftError('internal', message);
-
-/** Splits `s3://bucket/a/b/` into bucket and prefix (`a/b`, no trailing slash). */
-export function parseS3Url(url: string): { bucket: string; prefix: string } {
-  const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(url);
-  if (!match?.[1]) throw configError(`stage.url: ${url} is not an s3://bucket/prefix URL`);
-  return { bucket: match[1], prefix: (match[2] ?? '').replace(/\/+$/, '') };
-}
-
 export class S3Store implements ObjectStore {
   readonly url: string;
   readonly bucket: string;
   readonly prefix: string;
+  private readonly path: BucketPath;
   private readonly settings: S3StageConfig;
   private readonly env: AwsEnvironment;
   private readonly region: string;
@@ -65,10 +58,10 @@ export class S3Store implements ObjectStore {
   private client: Promise<{ s3: S3Client; sdk: S3Sdk }> | undefined;
 
   constructor(options: S3StoreOptions) {
-    const { bucket, prefix } = parseS3Url(options.url);
-    this.bucket = bucket;
-    this.prefix = prefix;
-    this.url = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
+    this.path = new BucketPath(options.url, 's3');
+    this.bucket = this.path.bucket;
+    this.prefix = this.path.prefix;
+    this.url = this.path.url;
     this.settings = options.settings;
     this.env = options.env;
     this.region = options.settings.region ?? options.env.region ?? 'us-east-1';
@@ -108,17 +101,11 @@ export class S3Store implements ObjectStore {
   }
 
   private keyOf(key: string): string {
-    if (key.split('/').some((part) => part === '..' || part === ''))
-      throw internalError(`invalid object key ${key}`);
-    return this.prefix ? `${this.prefix}/${key}` : key;
-  }
-
-  private relative(fullKey: string): string {
-    return this.prefix ? fullKey.slice(this.prefix.length + 1) : fullKey;
+    return this.path.nameOf(key);
   }
 
   urlOf(key: string): string {
-    return `s3://${this.bucket}/${this.keyOf(key)}`;
+    return this.path.urlOf(key);
   }
 
   /** Encryption headers for every object written. */
@@ -333,7 +320,7 @@ export class S3Store implements ObjectStore {
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
     const { s3, sdk } = await this.sdk();
-    const Prefix = this.prefix ? `${this.prefix}/${prefix}` : prefix;
+    const Prefix = this.path.listPrefix(prefix);
     let ContinuationToken: string | undefined;
     do {
       let out: import('@aws-sdk/client-s3').ListObjectsV2CommandOutput;
@@ -344,7 +331,7 @@ export class S3Store implements ObjectStore {
       }
       // S3 lists in UTF-8 binary key order, which is the order the port promises.
       for (const o of out.Contents ?? []) {
-        if (o.Key) yield { key: this.relative(o.Key), size: o.Size ?? 0, etag: o.ETag ?? '' };
+        if (o.Key) yield { key: this.path.keyOf(o.Key), size: o.Size ?? 0, etag: o.ETag ?? '' };
       }
       ContinuationToken = out.IsTruncated ? out.NextContinuationToken : undefined;
     } while (ContinuationToken);

@@ -7,7 +7,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
-import { configError, NightshiftError, validationError } from '../errors.js';
+import { configError, internalError, NightshiftError, validationError } from '../errors.js';
 import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import { failpoint } from '../run/failpoint.js';
 import { type Window, windowPredicate } from '../run/window.js';
@@ -381,5 +381,5 @@ function translate(err: unknown, table: string): Error {
       hint: 'the table and the exported columns disagree; align the table, or load into a new table',
     });
   }
-  return new NightshiftError('internal', `DuckDB load into ${table} failed: ${message}`, { cause: err });
+  return internalError(`DuckDB load into ${table} failed: ${message}`, { cause: err });
 }

@@ -4,7 +4,14 @@
  * statement that ran and FAILED, whose `Error` is Redshift's own text
  * (`ERROR: permission denied for relation trips`).
  */
-import { configError, identityError, NightshiftError, toNightshiftError, transientError } from '../errors.js';
+import {
+  configError,
+  identityError,
+  internalError,
+  NightshiftError,
+  toNightshiftError,
+  transientError,
+} from '../errors.js';
 
 /** What the failing call or statement was doing, for the message and the privilege it needs. */
 export interface StatementContext {
@@ -116,7 +123,7 @@ export function apiError(err: unknown, ctx: StatementContext, scope: ErrorScope)
   }
   const network = toNightshiftError(err);
   if (network.code === 'transient') return transientError(`${what}: ${message}`, { cause });
-  return new NightshiftError('internal', `${what}: ${name ? `${name}: ` : ''}${message}`, { cause });
+  return internalError(`${what}: ${name ? `${name}: ` : ''}${message}`, { cause });
 }
 
 /** DatabaseConnectionException: the Data API reached the Data API but not the database. */
@@ -252,5 +259,5 @@ export function statementFailure(text: string, ctx: StatementContext, scope: Err
     if (!match) continue;
     return new NightshiftError(rule.code, message, { hint: rule.hint(ctx, scope, match) });
   }
-  return new NightshiftError('internal', message);
+  return internalError(message);
 }

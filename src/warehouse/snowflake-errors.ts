@@ -3,7 +3,7 @@
  * reports three kinds: network errors (no answer), request failures (an HTTP status), and
  * operation failures (Snowflake answered with an error code and a SQLSTATE).
  */
-import { configError, identityError, NightshiftError, transientError } from '../errors.js';
+import { configError, identityError, internalError, NightshiftError, transientError } from '../errors.js';
 
 /** What the failing statement was doing, for the message and the privilege it needs. */
 export interface StatementContext {
@@ -171,5 +171,5 @@ export function statementError(err: unknown, ctx: StatementContext, scope: Error
   if (state === 'XX000' || /incident|internal error/i.test(message)) {
     return transientError(`${what}: Snowflake reported an internal error: ${message}`, { cause });
   }
-  return new NightshiftError('internal', `${what}: ${message}${code ? ` (code ${code})` : ''}`, { cause });
+  return internalError(`${what}: ${message}${code ? ` (code ${code})` : ''}`, { cause });
 }

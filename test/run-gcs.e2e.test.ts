@@ -8,10 +8,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
-import { tableFacts } from './helpers/duck.js';
-import { freshDatabase, jsonLines, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
 import { GcpServer, type Permission } from './helpers/gcp-server.js';
+import { tripsJob } from './helpers/trips-job.js';
 
 const SA = 'nightshift@acme-data.iam.gserviceaccount.com';
 let dbUrl: string;
@@ -34,46 +33,18 @@ const gkeEnv = () => ({
   GOOGLE_APPLICATION_CREDENTIALS: undefined,
 });
 
-let jobs = 0;
-async function newJob(rows: number, gcs: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
-  const n = ++jobs;
-  const table = `trips_${n}`;
-  await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
-  const insert = (first: number, last: number) =>
-    sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]);
-  if (rows) await insert(1, rows);
-  const dir = join(tmp.dir, `job${n}`);
-  const warehousePath = join(dir, 'warehouse.duckdb');
-  const config = {
-    job: `orders${n}`,
-    source: { url: dbUrl, table: `public.${table}`, cursor: 'updated_at', key: ['trip_id'] },
-    stage: {
+function newJob(rows: number, gcs: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
+  return tripsJob({
+    dbUrl,
+    root: tmp.dir,
+    rows,
+    stage: () => ({
       url: 'gs://example-bucket/nightshift',
       gcs: { api_endpoint: server.url, chunk_size_mb: 1, ...gcs },
-    },
-    warehouse: { table: 'analytics.trips', mode: 'append', duckdb: { path: warehousePath } },
-    temp_dir: join(dir, 'tmp'),
-    log: { format: 'json' },
-    ...extra,
-  };
-  const configPath = writeConfig(tmp.dir, config, `job${n}.yaml`);
-  return {
-    config,
-    insert,
-    run: (
-      args: string[] = ['run'],
-      env: Record<string, string | undefined> = gkeEnv(),
-      options: { onSpawn?: (pid: number) => void } = {},
-    ) => runCli([...args, '--config', configPath], env, options),
-    facts: () => tableFacts(warehousePath, 'analytics.trips', 'trip_id', 'fare_usd'),
-    sourceFacts: async () => {
-      const [r] = await sql<{ rows: string; s: string }>(
-        dbUrl,
-        `SELECT count(*) AS rows, sum(fare_usd)::text AS s FROM ${table}`,
-      );
-      return { rows: Number(r.rows), keys: Number(r.rows), sum: r.s ?? '0' };
-    },
-  };
+    }),
+    overrides,
+    env: gkeEnv,
+  });
 }
 
 /** The permissions of the role the README gives. */

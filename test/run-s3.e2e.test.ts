@@ -7,12 +7,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { s3Policy } from '../src/store/s3.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
-import { tableFacts } from './helpers/duck.js';
-import { freshDatabase, jsonLines, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
 import { type PolicyDocument, S3Proxy } from './helpers/s3-proxy.js';
+import { tripsJob } from './helpers/trips-job.js';
 
 const KEY_ID = 'AKIAE2ETESTKEY000001';
 const SECRET = 'e2e-secret-access-key-not-real-000000';
@@ -43,46 +42,18 @@ const awsEnv = () => ({
   AWS_EC2_METADATA_DISABLED: 'true',
 });
 
-let jobs = 0;
-async function newJob(rows: number, s3: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
-  const n = ++jobs;
-  const table = `trips_${n}`;
-  await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
-  const insert = (first: number, last: number) =>
-    sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]);
-  if (rows) await insert(1, rows);
-  const dir = join(tmp.dir, `job${n}`);
-  const warehousePath = join(dir, 'warehouse.duckdb');
-  const config = {
-    job: `orders${n}`,
-    source: { url: dbUrl, table: `public.${table}`, cursor: 'updated_at', key: ['trip_id'] },
-    stage: {
+function newJob(rows: number, s3: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}) {
+  return tripsJob({
+    dbUrl,
+    root: tmp.dir,
+    rows,
+    stage: () => ({
       url: 's3://example-bucket/nightshift',
       s3: { force_path_style: true, request_checksum: 'when_required', part_size_mb: 5, ...s3 },
-    },
-    warehouse: { table: 'analytics.trips', mode: 'append', duckdb: { path: warehousePath } },
-    temp_dir: join(dir, 'tmp'),
-    log: { format: 'json' },
-    ...extra,
-  };
-  const configPath = writeConfig(tmp.dir, config, `job${n}.yaml`);
-  return {
-    config,
-    insert,
-    run: (
-      args: string[] = ['run'],
-      env: Record<string, string | undefined> = awsEnv(),
-      options: { onSpawn?: (pid: number) => void } = {},
-    ) => runCli([...args, '--config', configPath], env, options),
-    facts: () => tableFacts(warehousePath, 'analytics.trips', 'trip_id', 'fare_usd'),
-    sourceFacts: async () => {
-      const [r] = await sql<{ rows: string; s: string }>(
-        dbUrl,
-        `SELECT count(*) AS rows, sum(fare_usd)::text AS s FROM ${table}`,
-      );
-      return { rows: Number(r.rows), keys: Number(r.rows), sum: r.s ?? '0' };
-    },
-  };
+    }),
+    overrides,
+    env: awsEnv,
+  });
 }
 
 /** The policy the README shows, for this job (it is written for job `orders`). */

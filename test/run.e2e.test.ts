@@ -6,9 +6,9 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { duckQuery, tableFacts } from './helpers/duck.js';
 import { freshDatabase, jsonLines, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { tripsJob } from './helpers/trips-job.js';
 
 let dbUrl: string;
 const tmp = tempDir('ns-e2e-');
@@ -18,49 +18,23 @@ beforeAll(async () => {
 });
 afterAll(() => tmp.cleanup());
 
-let jobCounter = 0;
-
 /** A job with its own table, stage and warehouse file. */
 async function newJob(overrides: Record<string, unknown> = {}, rows = 1000) {
-  const n = ++jobCounter;
-  const table = `trips_${n}`;
-  await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
-  if (rows > 0)
-    await sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [1, rows]);
-  const dir = join(tmp.dir, `job${n}`);
-  const warehousePath = join(dir, 'warehouse.duckdb');
-  const config = {
-    job: `job-${n}`,
-    source: { url: dbUrl, table: `public.${table}`, cursor: 'updated_at', key: ['trip_id'] },
-    stage: { url: pathToFileURL(join(dir, 'stage')).href },
-    warehouse: { table: 'analytics.trips', mode: 'append', duckdb: { path: warehousePath } },
-    temp_dir: join(dir, 'tmp'),
-    log: { format: 'json' },
-    ...overrides,
-  };
-  const configPath = writeConfig(tmp.dir, config, `job${n}.yaml`);
-  const stageDir = join(dir, 'stage', `job-${n}`);
+  const job = await tripsJob({
+    dbUrl,
+    root: tmp.dir,
+    rows,
+    name: (n) => `job-${n}`,
+    stage: (dir) => ({ url: pathToFileURL(join(dir, 'stage')).href }),
+    overrides,
+  });
+  const stageDir = join(job.dir, 'stage', job.config.job);
   return {
-    table,
-    config,
-    configPath,
-    warehousePath,
+    ...job,
     stageDir,
-    run: (args: string[] = ['run'], env: Record<string, string> = {}) =>
-      runCli([...args, '--config', configPath], env),
-    insert: (first: number, last: number) =>
-      sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]),
     checkpoint: () => {
       const path = join(stageDir, 'state', 'checkpoint.json');
       return existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : undefined;
-    },
-    facts: () => tableFacts(warehousePath, 'analytics.trips', 'trip_id', 'fare_usd'),
-    sourceFacts: async () => {
-      const [r] = await sql<{ rows: string; s: string }>(
-        dbUrl,
-        `SELECT count(*) AS rows, sum(fare_usd)::text AS s FROM ${table}`,
-      );
-      return { rows: Number(r.rows), keys: Number(r.rows), sum: r.s ?? '0' };
     },
   };
 }

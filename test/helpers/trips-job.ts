@@ -1,0 +1,91 @@
+/**
+ * A job the end-to-end tests run with the built CLI: its own `trips` table in the test database,
+ * its own warehouse file and temp dir, and a config file naming the stage the test gives.
+ */
+import { join } from 'node:path';
+import { TRIPS_DDL, TRIPS_INSERT } from '../../src/demo/trips.js';
+import { tableFacts } from './duck.js';
+import { type CliResult, runCli, sql, writeConfig } from './env.js';
+
+export interface TripsJobOptions {
+  dbUrl: string;
+  /** The folder the job's files go under (a folder per job is made below it). */
+  root: string;
+  /** Rows inserted before the first run (trip ids 1..rows). */
+  rows: number;
+  /** The `stage` section, given the job's own folder. */
+  stage: (dir: string, job: string) => Record<string, unknown>;
+  /** The job's name, given its number. */
+  name?: (n: number) => string;
+  /** Top-level config keys set over the defaults. */
+  overrides?: Record<string, unknown>;
+  /** The environment each run gets unless a run is given its own. */
+  env?: () => Record<string, string | undefined>;
+}
+
+export interface TripsJob {
+  table: string;
+  config: {
+    job: string;
+    source: Record<string, unknown>;
+    stage: Record<string, unknown>;
+    warehouse: Record<string, unknown>;
+    [key: string]: unknown;
+  };
+  configPath: string;
+  dir: string;
+  warehousePath: string;
+  insert: (first: number, last: number) => Promise<unknown>;
+  run: (
+    args?: string[],
+    env?: Record<string, string | undefined>,
+    options?: { onSpawn?: (pid: number) => void },
+  ) => Promise<CliResult>;
+  /** Rows, distinct keys and the sum of fare_usd in the warehouse table. */
+  facts: () => Promise<{ rows: number; keys: number; sum: string }>;
+  /** The same facts of the source table. */
+  sourceFacts: () => Promise<{ rows: number; keys: number; sum: string }>;
+}
+
+let jobs = 0;
+
+export async function tripsJob(options: TripsJobOptions): Promise<TripsJob> {
+  const { dbUrl } = options;
+  const n = ++jobs;
+  const table = `trips_${n}`;
+  const job = options.name?.(n) ?? `orders${n}`;
+  await sql(dbUrl, TRIPS_DDL.replaceAll('trips', table));
+  const insert = (first: number, last: number) =>
+    sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`), [first, last]);
+  if (options.rows > 0) await insert(1, options.rows);
+  const dir = join(options.root, `job${n}`);
+  const warehousePath = join(dir, 'warehouse.duckdb');
+  const config: TripsJob['config'] = {
+    job,
+    source: { url: dbUrl, table: `public.${table}`, cursor: 'updated_at', key: ['trip_id'] },
+    stage: options.stage(dir, job),
+    warehouse: { table: 'analytics.trips', mode: 'append', duckdb: { path: warehousePath } },
+    temp_dir: join(dir, 'tmp'),
+    log: { format: 'json' },
+    ...options.overrides,
+  };
+  const configPath = writeConfig(options.root, config, `job${n}.yaml`);
+  return {
+    table,
+    config,
+    configPath,
+    dir,
+    warehousePath,
+    insert,
+    run: (args = ['run'], env = options.env?.() ?? {}, runOptions = {}) =>
+      runCli([...args, '--config', configPath], env, runOptions),
+    facts: () => tableFacts(warehousePath, 'analytics.trips', 'trip_id', 'fare_usd'),
+    sourceFacts: async () => {
+      const [r] = await sql<{ rows: string; s: string }>(
+        dbUrl,
+        `SELECT count(*) AS rows, sum(fare_usd)::text AS s FROM ${table}`,
+      );
+      return { rows: Number(r.rows), keys: Number(r.rows), sum: r.s ?? '0' };
+    },
+  };
+}

@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readBody } from './http.js';
 
 export const ACCOUNT = '123456789012';
 const NS = 'https://sts.amazonaws.com/doc/2011-06-15/';
@@ -84,9 +85,7 @@ export class AwsIdentityServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', this.url);
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = new URLSearchParams(Buffer.concat(chunks).toString());
+    const body = new URLSearchParams((await readBody(req)).toString());
     if (req.method === 'GET' && url.pathname === '/v1/credentials') return this.agent(req, res);
     const action = body.get('Action') ?? '';
     this.calls.push({ path: url.pathname, action, auth: req.headers.authorization });

@@ -15,6 +15,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readBody } from './http.js';
 
 /** A JSON body of the REST API, read loosely as the server would. */
 // biome-ignore lint/suspicious/noExplicitAny: request bodies are arbitrary JSON
@@ -168,9 +169,7 @@ export class BigQueryContractServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', this.url);
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const text = Buffer.concat(chunks).toString('utf8');
+    const text = (await readBody(req)).toString('utf8');
     const call: Call = {
       method: req.method ?? 'GET',
       path: url.pathname,

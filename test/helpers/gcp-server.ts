@@ -35,6 +35,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readBody, sendJson } from './http.js';
 
 /** The storage.objects.* permissions the server knows. */
 export type Permission =
@@ -424,7 +425,7 @@ export class GcpServer {
     const generation = u.searchParams.get('generation');
     if (!obj || (generation && generation !== obj.generation)) throw noSuchObject(bucket, name);
     checkPreconditions(obj, u.searchParams);
-    if (u.searchParams.get('alt') !== 'media') return send(res, 200, resource(obj, this.url));
+    if (u.searchParams.get('alt') !== 'media') return sendJson(res, 200, resource(obj, this.url));
     const headers: Record<string, string> = {
       'Content-Type': obj.contentType,
       'X-Goog-Hash': `crc32c=${obj.crc32c},md5=${obj.md5Hash}`,
@@ -479,7 +480,7 @@ export class GcpServer {
       else items.push(resource(obj, this.url));
       last = key;
     }
-    send(res, 200, {
+    sendJson(res, 200, {
       kind: 'storage#objects',
       ...(items.length ? { items } : {}),
       ...(prefixes.length ? { prefixes } : {}),
@@ -530,7 +531,7 @@ export class GcpServer {
     }
     obj.metageneration++;
     obj.updated = new Date().toISOString();
-    send(res, 200, resource(obj, this.url));
+    sendJson(res, 200, resource(obj, this.url));
   }
 
   // ---- objects.insert ----
@@ -557,7 +558,7 @@ export class GcpServer {
       principal,
       req.headers['x-goog-hash'],
     );
-    send(res, 200, resource(obj, this.url));
+    sendJson(res, 200, resource(obj, this.url));
   }
 
   private startSession(
@@ -604,7 +605,7 @@ export class GcpServer {
       return;
     }
     if (s.state === 'cancelled') throw new ApiError(404, 'notFound', 'The upload session was cancelled.');
-    if (s.state === 'done' && s.result) return send(res, 200, resource(s.result, this.url));
+    if (s.state === 'done' && s.result) return sendJson(res, 200, resource(s.result, this.url));
     if (req.method !== 'PUT')
       throw new ApiError(405, 'methodNotAllowed', 'Only PUT and DELETE apply to an upload session.');
     const range = parseContentRange(String(req.headers['content-range'] ?? ''), body.length);
@@ -649,7 +650,7 @@ export class GcpServer {
       throw err;
     }
     s.state = 'done';
-    send(res, 200, resource(s.result, this.url));
+    sendJson(res, 200, resource(s.result, this.url));
   }
 
   /** Verifies hashes, permissions and preconditions, then writes: all synchronously. */
@@ -720,7 +721,7 @@ export class GcpServer {
 
   private fail(res: ServerResponse, err: ApiError): void {
     if (res.headersSent || res.destroyed) return;
-    send(res, err.status, {
+    sendJson(res, err.status, {
       error: {
         code: err.status,
         message: err.message,
@@ -790,7 +791,7 @@ export class GcpServer {
   private async sts(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const form = new URLSearchParams((await readBody(req)).toString());
     const oauthError = (error: string, description: string) =>
-      send(res, 400, { error, error_description: description });
+      sendJson(res, 400, { error, error_description: description });
     if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:token-exchange') {
       return oauthError(
         'unsupported_grant_type',
@@ -825,7 +826,7 @@ export class GcpServer {
       );
     }
     const token = this.issueToken(federatedPrincipal(trusted.audience, trusted.subject), 'ya29.d.');
-    send(res, 200, {
+    sendJson(res, 200, {
       access_token: token,
       issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
       token_type: 'Bearer',
@@ -837,7 +838,7 @@ export class GcpServer {
     const body: Json = JSON.parse((await readBody(req)).toString() || '{}');
     const caller = this.principalOf(req);
     const googleError = (code: number, status: string, message: string, details?: Json[]) =>
-      send(res, code, { error: { code, message, status, ...(details ? { details } : {}) } });
+      sendJson(res, code, { error: { code, message, status, ...(details ? { details } : {}) } });
     if (!caller) {
       return googleError(
         401,
@@ -863,7 +864,7 @@ export class GcpServer {
       );
     }
     const lifetime = Number(String(body.lifetime ?? '3600s').replace(/s$/, '')) || 3600;
-    send(res, 200, {
+    sendJson(res, 200, {
       accessToken: this.issueToken(email),
       expireTime: new Date(Date.now() + lifetime * 1000).toISOString().replace(/\.\d+Z$/, 'Z'),
     });
@@ -882,24 +883,6 @@ function permissionOf(method: string, upload: boolean, name: string | undefined)
   if (method === 'GET') return name === undefined ? 'storage.objects.list' : 'storage.objects.get';
   if (method === 'DELETE') return 'storage.objects.delete';
   return 'storage.objects.update';
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'Content-Type': 'application/json; charset=UTF-8',
-    'Content-Length': Buffer.byteLength(text),
-  });
-  res.end(text);
 }
 
 /** A response whose answer is never delivered: the socket is destroyed when it would be sent. */

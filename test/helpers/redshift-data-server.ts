@@ -37,6 +37,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import pg from 'pg';
+import { readBody, sendJson } from './http.js';
 
 export interface Principal {
   /** The caller, `arn:aws:sts::123456789012:assumed-role/<role>/<session>` or an IAM user ARN. */
@@ -267,7 +268,7 @@ export class FakeRedshiftData {
   // ------------------------------------------------------------------ protocol
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const raw = await readBody(req);
+    const raw = (await readBody(req)).toString('utf8');
     const body = (raw ? JSON.parse(raw) : {}) as Record<string, unknown>;
     const op = String(req.headers['x-amz-target'] ?? '').replace(/^RedshiftData\./, '');
     const auth = parseAuthorization(req.headers.authorization);
@@ -953,27 +954,13 @@ function ended(status: Status): boolean {
   return status === 'FINISHED' || status === 'FAILED' || status === 'ABORTED';
 }
 
+/** Answers as the Data API does: AWS JSON 1.1 with a request id. */
+function send(res: ServerResponse, status: number, body: unknown): void {
+  sendJson(res, status, body, 'application/x-amz-json-1.1', { 'x-amzn-requestid': randomUUID() });
+}
+
 function ident(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
-}
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/x-amz-json-1.1',
-    'content-length': Buffer.byteLength(text),
-    'x-amzn-requestid': randomUUID(),
-  });
-  res.end(text);
-}
-
-function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
 }
 
 function sleep(ms: number): Promise<void> {

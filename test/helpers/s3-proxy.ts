@@ -31,6 +31,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import S3rver from 's3rver';
+import { readBody } from './http.js';
 
 /** One request as the proxy saw it. */
 export interface SeenRequest {
@@ -138,15 +139,6 @@ function actionOf(method: string, key: string, query: URLSearchParams): string {
     return query.has('uploadId') ? 's3:ListMultipartUploadParts' : 's3:GetObject';
   if (query.has('retention')) return 's3:PutObjectRetention';
   return 's3:PutObject';
-}
-
-function readBody(req: IncomingMessage): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
 }
 
 interface Upstream {

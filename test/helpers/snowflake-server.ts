@@ -36,6 +36,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { type DuckDBConnection, DuckDBInstance } from '@duckdb/node-api';
+import { readBody } from './http.js';
 
 export interface FakeUser {
   /** PEM public key registered for key-pair login (ALTER USER ... SET RSA_PUBLIC_KEY). */
@@ -245,7 +246,7 @@ export class FakeSnowflake {
       query: url.searchParams,
       authorization,
     });
-    const body = await readBody(req);
+    const body = await readJson(req);
     const path = url.pathname;
     if (path === '/session/v1/login-request') return this.send(res, this.login(url, body));
     if (path === '/telemetry/send') return this.send(res, ok(null));
@@ -899,10 +900,8 @@ function tokenOf(authorization: string | undefined): string | undefined {
   return /^Snowflake Token="(.*)"$/.exec(authorization ?? '')?.[1];
 }
 
-async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  let raw = Buffer.concat(chunks);
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  let raw = await readBody(req);
   if (raw.length === 0) return {};
   // The SDK gzips bodies and says so; the header can arrive on a body that is still plain JSON.
   if (raw[0] === 0x1f && raw[1] === 0x8b) raw = gunzipSync(raw);

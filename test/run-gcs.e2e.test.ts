@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
 import { GcpServer, type Permission } from './helpers/gcp-server.js';
-import { tripsJob } from './helpers/trips-job.js';
+import { raceRounds, tripsJob } from './helpers/trips-job.js';
 
 const SA = 'nightshift@acme-data.iam.gserviceaccount.com';
 let dbUrl: string;
@@ -206,20 +206,7 @@ describe('nightshift run on a Cloud Storage stage', () => {
   it('two runs started at the same moment, many times over: exactly one loads each window, nothing lost or doubled', async () => {
     const job = await newJob(2000);
     const rounds = 6;
-    let conflicts = 0;
-    for (let round = 0; round < rounds; round++) {
-      if (round > 0) await job.insert(2000 + (round - 1) * 500 + 1, 2000 + round * 500);
-      const results = await Promise.all([job.run(), job.run()]);
-      const loaded = results.filter((r) => r.code === 0 && r.summary?.status === 'succeeded');
-      const other = results.find((r) => !loaded.includes(r));
-      expect(loaded, results.map((r) => r.stdout.slice(-400)).join('\n---\n')).toHaveLength(1);
-      expect(
-        other?.code === 4 || (other?.code === 0 && other.summary?.status === 'no_new_rows'),
-        other?.stdout.slice(-600),
-      ).toBe(true);
-      if (other?.code === 4) conflicts++;
-      expect(await job.facts()).toEqual(await job.sourceFacts());
-    }
+    const conflicts = await raceRounds(job, rounds, 2000);
     console.log(
       `GCS stage race: ${rounds} rounds, ${conflicts} decided by the lease (exit 4), the rest by arrival`,
     );

@@ -11,7 +11,7 @@ import { s3Policy } from '../src/store/s3.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
 import { type PolicyDocument, S3Proxy } from './helpers/s3-proxy.js';
-import { tripsJob } from './helpers/trips-job.js';
+import { raceRounds, tripsJob } from './helpers/trips-job.js';
 
 const KEY_ID = 'AKIAE2ETESTKEY000001';
 const SECRET = 'e2e-secret-access-key-not-real-000000';
@@ -251,22 +251,7 @@ describe('nightshift run on an S3 stage', () => {
   it('two runs started at the same moment, many times over: exactly one loads each window, nothing lost or doubled', async () => {
     const job = await newJob(2000);
     const rounds = 6;
-    let conflicts = 0;
-    for (let round = 0; round < rounds; round++) {
-      if (round > 0) await job.insert(2000 + (round - 1) * 500 + 1, 2000 + round * 500);
-      const [a, b] = await Promise.all([job.run(), job.run()]);
-      const results = [a, b];
-      const loaded = results.filter((r) => r.code === 0 && r.summary?.status === 'succeeded');
-      const others = results.filter((r) => !loaded.includes(r));
-      expect(loaded, results.map((r) => r.stdout.slice(-400)).join('\n---\n')).toHaveLength(1);
-      const other = others[0];
-      expect(
-        other?.code === 4 || (other?.code === 0 && other.summary?.status === 'no_new_rows'),
-        other?.stdout.slice(-600),
-      ).toBe(true);
-      if (other?.code === 4) conflicts++;
-      expect(await job.facts()).toEqual(await job.sourceFacts());
-    }
+    const conflicts = await raceRounds(job, rounds, 2000);
     console.log(
       `S3 stage race: ${rounds} rounds, ${conflicts} decided by the lease (exit 4), the rest by arrival`,
     );

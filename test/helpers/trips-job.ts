@@ -3,6 +3,7 @@
  * its own warehouse file and temp dir, and a config file naming the stage the test gives.
  */
 import { join } from 'node:path';
+import { expect } from 'vitest';
 import { TRIPS_DDL, TRIPS_INSERT } from '../../src/demo/trips.js';
 import { tableFacts } from './duck.js';
 import { type CliResult, runCli, sql, writeConfig } from './env.js';
@@ -88,4 +89,27 @@ export async function tripsJob(options: TripsJobOptions): Promise<TripsJob> {
       return { rows: Number(r.rows), keys: Number(r.rows), sum: r.s ?? '0' };
     },
   };
+}
+
+/**
+ * Two runs of the job started at the same moment, `rounds` times, new rows between rounds: each
+ * round exactly one loads, the other exits 4 (lease held) or finds nothing new, and the warehouse
+ * matches the source after each. Returns how many rounds the lease decided.
+ */
+export async function raceRounds(job: TripsJob, rounds: number, firstRows: number): Promise<number> {
+  let conflicts = 0;
+  for (let round = 0; round < rounds; round++) {
+    if (round > 0) await job.insert(firstRows + (round - 1) * 500 + 1, firstRows + round * 500);
+    const results = await Promise.all([job.run(), job.run()]);
+    const loaded = results.filter((r) => r.code === 0 && r.summary?.status === 'succeeded');
+    const other = results.find((r) => !loaded.includes(r));
+    expect(loaded, results.map((r) => r.stdout.slice(-400)).join('\n---\n')).toHaveLength(1);
+    expect(
+      other?.code === 4 || (other?.code === 0 && other.summary?.status === 'no_new_rows'),
+      other?.stdout.slice(-600),
+    ).toBe(true);
+    if (other?.code === 4) conflicts++;
+    expect(await job.facts()).toEqual(await job.sourceFacts());
+  }
+  return conflicts;
 }

@@ -7,6 +7,7 @@ import { runtimeSettings } from './config/runtime.js';
 import type { Config } from './config/schema.js';
 import { configError, EXIT_CODES } from './errors.js';
 import { createLogger, isPretty, type Logger, writeRawLine } from './log.js';
+import { terminationSignal } from './run/abort.js';
 import { configureFailpoints } from './run/failpoint.js';
 import { executeRun, type RunRequest } from './run/pipeline.js';
 import type { ProgressMode } from './run/progress.js';
@@ -17,9 +18,6 @@ export interface CommandArgs {
   overrides: Record<string, unknown>;
   values: Record<string, string | boolean | undefined>;
 }
-
-/** After SIGTERM, a run that has not finished cleanly by then is ended regardless. */
-export const TERMINATION_DEADLINE_MS = 9_500;
 
 function setup(args: CommandArgs): { config: Config; log: Logger } {
   const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
@@ -33,29 +31,6 @@ function progressMode(config: Config): ProgressMode {
   const tty = process.stderr.isTTY === true;
   if (setting === 'on') return tty ? 'tty' : 'log';
   return tty && isPretty(config.log.format) ? 'tty' : 'log';
-}
-
-/** SIGTERM (and Ctrl-C) abort the run; a hard deadline guarantees the pod ends in time. */
-function terminationSignal(log: Logger): { signal: AbortSignal; dispose: () => void } {
-  const controller = new AbortController();
-  const onSignal = (name: NodeJS.Signals) => {
-    if (controller.signal.aborted) return;
-    log.warn({ signal: name }, 'stopping: aborting uploads, releasing the lease');
-    controller.abort();
-    setTimeout(() => {
-      log.error('did not stop cleanly in time; exiting');
-      process.exit(EXIT_CODES.terminated.exit);
-    }, TERMINATION_DEADLINE_MS).unref();
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-    },
-  };
 }
 
 function printSummary(config: Config, log: Logger, summary: RunSummary, line: string): void {

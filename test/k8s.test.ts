@@ -8,9 +8,9 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
-import { TERMINATION_DEADLINE_MS } from '../src/commands.js';
 import { configSchema } from '../src/config/schema.js';
 import { EXIT_CODES } from '../src/errors.js';
+import { TERMINATION_DEADLINE_MS } from '../src/run/abort.js';
 import { tempDir } from './helpers/env.js';
 import { KUBERNETES_VERSION, validateManifest } from './helpers/k8s-schema.js';
 

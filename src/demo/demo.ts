@@ -10,6 +10,7 @@ import pg from 'pg';
 import { runtimeSettings } from '../config/runtime.js';
 import { type Config, configSchema } from '../config/schema.js';
 import { createLogger, isPretty, writeRawLine } from '../log.js';
+import { terminationSignal } from '../run/abort.js';
 import { executeRun } from '../run/pipeline.js';
 import type { RunSummary } from '../run/summary.js';
 import { LocalStore } from '../store/local.js';
@@ -72,6 +73,8 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   );
   const server = await startEmbeddedPostgres({ settings: { fsync: 'off', synchronous_commit: 'off' } });
   const client = new pg.Client({ connectionString: server.url });
+  // A server stopped under it (Ctrl-C outside a run) fails its next query instead of the process.
+  client.on('error', () => undefined);
   try {
     await client.connect();
     await fillTrips(client, 1, options.rows);
@@ -81,18 +84,24 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const run = async (title: string): Promise<RunSummary> => {
       say();
       say(`== ${title}: nightshift run`);
-      const [summary] = await executeRun(
-        {
-          config,
-          log,
-          signal: new AbortController().signal,
-          runtime: runtimeSettings(),
-          progress: pretty && process.stderr.isTTY ? 'tty' : 'off',
-          onSummary: (_s, line) => writeRawLine(line),
-        },
-        { kind: 'incremental' },
-      );
-      return summary;
+      // Ctrl-C stops the run as it stops any run (exit 130); the server is stopped below.
+      const term = terminationSignal(log);
+      try {
+        const [summary] = await executeRun(
+          {
+            config,
+            log,
+            signal: term.signal,
+            runtime: runtimeSettings(),
+            progress: pretty && process.stderr.isTTY ? 'tty' : 'off',
+            onSummary: (_s, line) => writeRawLine(line),
+          },
+          { kind: 'incremental' },
+        );
+        return summary;
+      } finally {
+        term.dispose();
+      }
     };
 
     const first = await run('First run');

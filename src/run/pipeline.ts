@@ -94,7 +94,13 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   let lease: Lease | undefined;
   let warehouse: Warehouse | undefined;
   const stop = new AbortController();
-  const onTerm = () => stop.abort(new NightshiftError('terminated', 'stopped by SIGTERM'));
+  // The signal's own reason names what stopped the run (SIGTERM, Ctrl-C); the exit code is 143 either way.
+  const onTerm = () =>
+    stop.abort(
+      ctx.signal.reason instanceof NightshiftError && ctx.signal.reason.code === 'terminated'
+        ? ctx.signal.reason
+        : new NightshiftError('terminated', 'stopped by SIGTERM'),
+    );
   ctx.signal.addEventListener('abort', onTerm, { once: true });
   if (ctx.signal.aborted) onTerm();
   try {

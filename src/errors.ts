@@ -39,7 +39,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode | 'ok', ExitCodeEntry>> = {
   transient: { exit: 75, meaning: 'transient error (network, throttling, 5xx, deadlock)', retry: true },
   terminated: {
     exit: 143,
-    meaning: 'stopped by SIGTERM, cleanly: uploads aborted, lease released, checkpoint untouched',
+    meaning: 'stopped by SIGTERM (or Ctrl-C), cleanly: uploads aborted, lease released, checkpoint untouched',
     retry: true,
   },
 };

@@ -421,10 +421,7 @@ export class GcpServer {
     name: string,
     objects: Map<string, StoredObject>,
   ) {
-    const obj = objects.get(name);
-    const generation = u.searchParams.get('generation');
-    if (!obj || (generation && generation !== obj.generation)) throw noSuchObject(bucket, name);
-    checkPreconditions(obj, u.searchParams);
+    const obj = targetOf(u, bucket, name, objects);
     if (u.searchParams.get('alt') !== 'media') return sendJson(res, 200, resource(obj, this.url));
     const headers: Record<string, string> = {
       'Content-Type': obj.contentType,
@@ -495,10 +492,7 @@ export class GcpServer {
     name: string,
     objects: Map<string, StoredObject>,
   ) {
-    const obj = objects.get(name);
-    const generation = u.searchParams.get('generation');
-    if (!obj || (generation && generation !== obj.generation)) throw noSuchObject(bucket, name);
-    checkPreconditions(obj, u.searchParams);
+    const obj = targetOf(u, bucket, name, objects);
     refuseHeld(obj);
     objects.delete(name);
     res.writeHead(204);
@@ -514,9 +508,7 @@ export class GcpServer {
     name: string,
     objects: Map<string, StoredObject>,
   ) {
-    const obj = objects.get(name);
-    if (!obj) throw noSuchObject(bucket, name);
-    checkPreconditions(obj, u.searchParams);
+    const obj = targetOf(u, bucket, name, objects);
     const body: Json = raw.length ? JSON.parse(raw.toString()) : {};
     if (typeof body.temporaryHold === 'boolean') obj.temporaryHold = body.temporaryHold;
     if (typeof body.eventBasedHold === 'boolean') obj.eventBasedHold = body.eventBasedHold;
@@ -876,6 +868,18 @@ export class GcpServer {
 /** Lexicographic by UTF-16 code units; GCS orders by UTF-8 bytes, the same for the names tests use. */
 function byName(a: StoredObject, b: StoredObject): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/**
+ * The object a get, delete or patch acts on: the live one, or the generation `?generation=` names
+ * (404 otherwise), once its `ifGenerationMatch`-style preconditions hold.
+ */
+function targetOf(u: URL, bucket: string, name: string, objects: Map<string, StoredObject>): StoredObject {
+  const obj = objects.get(name);
+  const generation = u.searchParams.get('generation');
+  if (!obj || (generation && generation !== obj.generation)) throw noSuchObject(bucket, name);
+  checkPreconditions(obj, u.searchParams);
+  return obj;
 }
 
 function permissionOf(method: string, upload: boolean, name: string | undefined): Permission {

@@ -48,6 +48,13 @@ function job(table: string, extra: Record<string, unknown> = {}, url = dbUrl) {
 }
 
 describe('bad input', () => {
+  it('no configuration at all exits 2 and says how to give one', async () => {
+    const r = await runCli(['run']);
+    expect(r.code).toBe(2);
+    expect(r.stderr + r.stdout).toContain('job: required');
+    expect(r.stderr + r.stdout).toContain('pass --config /path/to/nightshift.yaml or set NIGHTSHIFT_CONFIG');
+  });
+
   it('a cursor column with NULLs exits 2 and names the fix', async () => {
     await sql(dbUrl, 'CREATE TABLE nullable (id int PRIMARY KEY, ts timestamptz)');
     await sql(dbUrl, "INSERT INTO nullable VALUES (1, '2024-01-01'), (2, NULL)");

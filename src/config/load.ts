@@ -46,7 +46,9 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   const result = configSchema.safeParse(interpolated);
   if (!result.success) {
     throw configError(formatIssues(result.error, interpolated, path), {
-      hint: 'see the configuration reference in the README',
+      hint: path
+        ? 'see the configuration reference in the README'
+        : 'no config file was given: pass --config /path/to/nightshift.yaml or set NIGHTSHIFT_CONFIG (or set every required key as a NIGHTSHIFT_* variable); `nightshift demo` runs without one',
     });
   }
   registerSecrets(result.data, redactor);

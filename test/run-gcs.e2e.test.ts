@@ -86,6 +86,35 @@ describe('nightshift run on a Cloud Storage stage', () => {
     expect(server.pendingUploads()).toBe(0);
   });
 
+  it('holds need storage.objects.update: the role nightshift iam prints works, the README base role exits 5', async () => {
+    server.iam = true;
+    try {
+      const hold = { temporary_hold: true, event_based_hold: true };
+      const job = await newJob(300, hold);
+      const printed = await job.run(['iam']);
+      expect(printed.code, printed.stderr).toBe(0);
+      const role = /--permissions (\S+)/.exec(printed.stdout)?.[1]?.split(',') as Permission[];
+      expect(role).toContain('storage.objects.update');
+      server.grant(SA, role);
+      const ok = await job.run();
+      expect(ok.code, ok.stdout.slice(-800)).toBe(0);
+      const parts = server
+        .objectsOf('example-bucket')
+        .filter((o) => o.name.startsWith(`nightshift/${job.config.job}/data/`));
+      expect(parts.length).toBeGreaterThan(0);
+      for (const part of parts) expect(part).toMatchObject({ temporaryHold: true, eventBasedHold: true });
+      const denied = await newJob(300, hold);
+      server.revoke(SA);
+      server.grant(SA, readmePermissions());
+      const r = await denied.run();
+      expect(r.code, r.stdout.slice(-800)).toBe(5);
+      expect(JSON.stringify(r.summary)).toContain('storage.objects.update');
+    } finally {
+      server.iam = false;
+      server.revoke(SA);
+    }
+  });
+
   it('works with exactly the README role, and exits 5 when one permission is taken out of it', async () => {
     server.iam = true;
     try {

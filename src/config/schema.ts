@@ -225,13 +225,13 @@ const gcs = z
       .boolean()
       .default(false)
       .describe(
-        'Place a temporary hold on each part file: it cannot be deleted or replaced until the hold is released.',
+        'Place a temporary hold on each part file: it cannot be deleted or replaced until the hold is released. The role then also needs `storage.objects.update`.',
       ),
     event_based_hold: z
       .boolean()
       .default(false)
       .describe(
-        "Place an event-based hold on each part file: the bucket's retention period starts when the hold is released.",
+        "Place an event-based hold on each part file: the bucket's retention period starts when the hold is released. The role then also needs `storage.objects.update`.",
       ),
     chunk_size_mb: z
       .number()

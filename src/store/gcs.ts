@@ -357,13 +357,17 @@ function preconditions(options: PutOptions): { preconditionOpts?: { ifGeneration
  * upload's own metadata (objects.insert), which `storage.objects.create` covers; releasing them
  * later (objects.patch, `storage.objects.update`) is an operator's act, not the runner's.
  */
-export function gcsPermissions(): string[] {
+export function gcsPermissions(
+  settings?: Pick<GcsStageConfig, 'temporary_hold' | 'event_based_hold'>,
+): string[] {
   return [
     'storage.objects.create',
     'storage.objects.get',
     'storage.objects.list',
     // Replacing an existing object (the lease, the checkpoint) needs delete as well as create.
     'storage.objects.delete',
+    // Cloud Storage documents storage.objects.update as needed to place holds.
+    ...(settings?.temporary_hold || settings?.event_based_hold ? ['storage.objects.update'] : []),
   ];
 }
 
@@ -377,7 +381,7 @@ export function gcsAccessNeeds(options: {
   const { bucket, prefix, job } = options;
   const jobPath = prefix ? `${prefix}/${job}` : job;
   const objects = `projects/_/buckets/${bucket}/objects/${jobPath}/`;
-  const permissions = gcsPermissions();
+  const permissions = gcsPermissions(options.settings);
   const condition = `resource.name.startsWith("${objects}") || resource.type == "storage.googleapis.com/Bucket"`;
   const why: Record<string, string> = {
     'storage.objects.create': 'part files, manifests, the lease and the checkpoint (conditional writes)',
@@ -386,6 +390,7 @@ export function gcsAccessNeeds(options: {
       'finds the last run manifest; lists are checked against the bucket, not the prefix',
     'storage.objects.delete':
       'Cloud Storage requires it to replace an object (the lease and the checkpoint); `nightshift check` deletes its probe',
+    'storage.objects.update': 'placing the temporary or event-based hold on each part file',
   };
   return {
     part: 'stage',

@@ -94,9 +94,14 @@ export async function tripsJob(options: TripsJobOptions): Promise<TripsJob> {
 /**
  * Two runs of the job started at the same moment, `rounds` times, new rows between rounds: each
  * round exactly one loads, the other exits 4 (lease held) or finds nothing new, and the warehouse
- * matches the source after each. Returns how many rounds the lease decided.
+ * matches the source after each. At least one round must be decided by the lease.
  */
-export async function raceRounds(job: TripsJob, rounds: number, firstRows: number): Promise<number> {
+export async function raceRounds(
+  job: TripsJob,
+  rounds: number,
+  firstRows: number,
+  label: string,
+): Promise<void> {
   let conflicts = 0;
   for (let round = 0; round < rounds; round++) {
     if (round > 0) await job.insert(firstRows + (round - 1) * 500 + 1, firstRows + round * 500);
@@ -111,5 +116,25 @@ export async function raceRounds(job: TripsJob, rounds: number, firstRows: numbe
     if (other?.code === 4) conflicts++;
     expect(await job.facts()).toEqual(await job.sourceFacts());
   }
-  return conflicts;
+  console.log(
+    `${label} race: ${rounds} rounds, ${conflicts} decided by the lease (exit 4), the rest by arrival`,
+  );
+  expect(conflicts).toBeGreaterThan(0);
+}
+
+/**
+ * With faults in place, a run exits 75 (transient) and fails; once `clearFaults` removed them, the
+ * next run loads every row once.
+ */
+export async function failsThenRecovers(job: TripsJob, clearFaults: () => void): Promise<void> {
+  try {
+    const failed = await job.run();
+    expect(failed.code, failed.stdout.slice(-1500)).toBe(75);
+    expect(failed.summary).toMatchObject({ status: 'failed' });
+  } finally {
+    clearFaults();
+  }
+  const after = await job.run();
+  expect(after.code).toBe(0);
+  expect(await job.facts()).toEqual(await job.sourceFacts());
 }

@@ -84,7 +84,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const run = async (title: string): Promise<RunSummary> => {
       say();
       say(`== ${title}: nightshift run`);
-      // Ctrl-C stops the run as it stops any run (exit 130); the server is stopped below.
+      // Ctrl-C stops the run as it stops any run (exit 143); the server is stopped below.
       const term = terminationSignal(log);
       try {
         const [summary] = await executeRun(

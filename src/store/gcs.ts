@@ -49,9 +49,6 @@ interface Client {
 }
 
 export class GcsStore implements ObjectStore {
-  readonly url: string;
-  readonly bucketName: string;
-  readonly prefix: string;
   private readonly path: BucketPath;
   private readonly settings: GcsStageConfig;
   private readonly env: GcpEnvironment;
@@ -60,11 +57,21 @@ export class GcsStore implements ObjectStore {
 
   constructor(options: GcsStoreOptions) {
     this.path = new BucketPath(options.url, 'gs');
-    this.bucketName = this.path.bucket;
-    this.prefix = this.path.prefix;
-    this.url = this.path.url;
     this.settings = options.settings;
     this.env = options.env;
+  }
+
+  /** The stage URL, normalised. */
+  get url(): string {
+    return this.path.url;
+  }
+
+  get bucketName(): string {
+    return this.path.bucket;
+  }
+
+  get prefix(): string {
+    return this.path.prefix;
   }
 
   /** Which credentials ADC uses here, found once; a missing token file fails before any request. */

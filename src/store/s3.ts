@@ -47,9 +47,6 @@ export interface S3StoreOptions {
 const MB = 1024 * 1024;
 
 export class S3Store implements ObjectStore {
-  readonly url: string;
-  readonly bucket: string;
-  readonly prefix: string;
   private readonly path: BucketPath;
   private readonly settings: S3StageConfig;
   private readonly env: AwsEnvironment;
@@ -59,12 +56,22 @@ export class S3Store implements ObjectStore {
 
   constructor(options: S3StoreOptions) {
     this.path = new BucketPath(options.url, 's3');
-    this.bucket = this.path.bucket;
-    this.prefix = this.path.prefix;
-    this.url = this.path.url;
     this.settings = options.settings;
     this.env = options.env;
     this.region = options.settings.region ?? options.env.region ?? 'us-east-1';
+  }
+
+  /** The stage URL, normalised. */
+  get url(): string {
+    return this.path.url;
+  }
+
+  get bucket(): string {
+    return this.path.bucket;
+  }
+
+  get prefix(): string {
+    return this.path.prefix;
   }
 
   /** The custom S3 endpoint (MinIO, R2, a VPC endpoint), if any. */

@@ -98,6 +98,15 @@ describe('nightshift run', () => {
     expect(manifest.columns.find((c: { name: string }) => c.name === 'fare_usd').parquet).toBe(
       'INT64 DECIMAL(10,2)',
     );
+    // The table holds the source's columns and nothing else: the dt=/run= folders of the stage
+    // are not read back as columns.
+    const columns = (sql: string) =>
+      duckQuery(job.warehousePath, sql).then((rows) => rows.map((r) => r.name));
+    expect(
+      await columns(
+        "SELECT column_name AS name FROM information_schema.columns WHERE table_name = 'trips' ORDER BY ordinal_position",
+      ),
+    ).toEqual(manifest.columns.map((c: { name: string }) => c.name));
     const lease = JSON.parse(readFileSync(join(job.stageDir, 'state', 'lease.json'), 'utf8'));
     expect(lease).toMatchObject({ released: true, run_id: runId });
     // The temp dir holds nothing once the run is over.

@@ -278,7 +278,7 @@ class DuckDbLoadSession implements LoadSession {
     const con = await this.warehouse.transaction(this.plan.table);
     this.con = con;
     const { table, plan } = this;
-    const source = `read_parquet(${literal(firstFile)})`;
+    const source = parquetFiles([firstFile]);
     await con.run(`CREATE SCHEMA IF NOT EXISTS ${quote(table.schema)}`);
     const exists = await this.warehouse.tableExists(con, table);
     if (plan.mode === 'replace') {
@@ -300,7 +300,7 @@ class DuckDbLoadSession implements LoadSession {
     try {
       const paths = await this.warehouse.localFiles(files, this.downloads, this.plan.signal);
       const con = this.con ?? (await this.prepare(paths[0]));
-      const source = `read_parquet([${paths.map(literal).join(', ')}])`;
+      const source = parquetFiles(paths);
       if (this.plan.mode === 'merge' && !this.tableIsNew) {
         const keys = this.plan.key.map(quote);
         const on = keys.map((k) => `${this.table.sql}.${k} = s.${k}`).join(' AND ');
@@ -354,6 +354,14 @@ class DuckDbLoadSession implements LoadSession {
     }
     return translate(err, this.plan.table);
   }
+}
+
+/**
+ * The staged files as a table. A local stage's paths hold dt=/run= folders, which DuckDB would
+ * otherwise read back as two extra columns (hive partitioning).
+ */
+function parquetFiles(paths: readonly string[]): string {
+  return `read_parquet([${paths.map(literal).join(', ')}], hive_partitioning = false)`;
 }
 
 async function scalar(con: DuckDBConnection, sql: string, values?: DuckDBValue[]): Promise<number> {

@@ -65,6 +65,7 @@ export async function createWarehouse(config: Config, store: ObjectStore): Promi
           path: wh.duckdb.path,
           memoryLimitMb: wh.duckdb.memory_limit_mb,
           threads: wh.duckdb.threads,
+          storageVersion: wh.duckdb.storage_version,
           tempDir: config.temp_dir,
         },
         store,

@@ -3,7 +3,7 @@
  * a local stage, a DuckDB warehouse file.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { duckQuery, tableFacts } from './helpers/duck.js';
@@ -156,6 +156,35 @@ describe('nightshift run', () => {
     expect(facts).toEqual(await job.sourceFacts());
   });
 
+  it('creates the DuckDB file in the configured storage format; an existing file keeps its own', async () => {
+    const storageVersion = (path: string) =>
+      duckQuery(path, "SELECT tags['storage_version'] AS v FROM duckdb_databases() WHERE NOT internal").then(
+        (rows) => rows.map((r) => r.v),
+      );
+    const fresh = await newJob({}, 100);
+    expect((await fresh.run()).code).toBe(0);
+    expect(await storageVersion(fresh.warehousePath)).toEqual(['v1.3.0+']);
+
+    const old = join(tmp.dir, 'old-format.duckdb');
+    const job = await newJob(
+      { warehouse: { table: 'analytics.trips', duckdb: { path: old, storage_version: 'v1.0.0' } } },
+      300,
+    );
+    expect((await job.run()).code).toBe(0);
+    expect(await storageVersion(old)).toEqual(['v1.0.0+']);
+    // The next run, with the default setting, appends to the file without upgrading it.
+    await job.insert(301, 400);
+    writeConfig(
+      tmp.dir,
+      { ...job.config, warehouse: { table: 'analytics.trips', duckdb: { path: old } } },
+      basename(job.configPath),
+    );
+    const next = await job.run();
+    expect(next.code, next.stderr).toBe(0);
+    expect(await storageVersion(old)).toEqual(['v1.0.0+']);
+    expect(await tableFacts(old, 'analytics.trips', 'trip_id', 'fare_usd')).toEqual(await job.sourceFacts());
+  });
+
   it('backfills explicit windows, repeatably, without touching the checkpoint', async () => {
     const job = await newJob({}, 1200); // rows every 6 s from 2023-01-01 01:00:06
     const args = [
@@ -304,6 +333,16 @@ describe('configuration errors exit 2 and name the fix', () => {
         warehouse: { table: 't', duckdb: { path: '/tmp/x.duckdb' } },
       },
       /source\.max_rows_per_run: .*expected number/,
+    ],
+    [
+      'a DuckDB storage version that is not a version',
+      {
+        job: 'x',
+        source: { url: 'postgres://h/db', table: 't', cursor: 'c', key: ['k'] },
+        stage: { url: 'file:///tmp/x' },
+        warehouse: { table: 't', duckdb: { path: '/tmp/x.duckdb', storage_version: '1.3' } },
+      },
+      /warehouse\.duckdb\.storage_version: a DuckDB version such as v1\.3\.0, or latest/,
     ],
     [
       'a bad stage URL',

@@ -281,6 +281,13 @@ const duckdb = z
     path: z.string().min(1).describe('DuckDB database file; created when missing.'),
     memory_limit_mb: z.number().int().min(64).default(128).describe('DuckDB memory_limit during the load.'),
     threads: z.number().int().min(1).default(2).describe('DuckDB threads during the load.'),
+    storage_version: z
+      .string()
+      .regex(/^(v\d+\.\d+\.\d+|latest)$/, 'a DuckDB version such as v1.3.0, or latest')
+      .default('v1.3.0')
+      .describe(
+        'Storage format of a new DuckDB file, named by the oldest DuckDB release that must open it. From v1.3.0 DuckDB stores text with DICT_FSST, which takes a fifth less CPU to load; set v1.0.0 to share the file with older DuckDB releases. An existing file keeps the format it was created with.',
+      ),
   })
   .describe('The embedded DuckDB warehouse.');
 

@@ -26,6 +26,8 @@ export interface DuckDbOptions {
   path: string;
   memoryLimitMb: number;
   threads: number;
+  /** Storage format of a new file (storage_compatibility_version); DuckDB's own default when unset. */
+  storageVersion?: string;
   /** Where files from a remote stage are downloaded before loading. */
   tempDir: string;
 }
@@ -74,6 +76,7 @@ export class DuckDbWarehouse implements Warehouse {
           // parallel within a small memory limit.
           preserve_insertion_order: 'false',
           temp_directory: join(this.options.tempDir, 'duckdb-spill'),
+          ...(this.options.storageVersion && { storage_compatibility_version: this.options.storageVersion }),
         });
       } catch (err) {
         const message = (err as Error).message;

@@ -550,7 +550,15 @@ const warehouse = z
 const parquet = z
   .strictObject({
     compression: z.enum(['zstd', 'gzip', 'none']).default('zstd').describe('Page compression codec.'),
-    compression_level: z.number().int().min(1).max(19).default(3).describe('zstd or gzip level.'),
+    compression_level: z
+      .number()
+      .int()
+      .min(1)
+      .max(19)
+      .default(3)
+      .describe(
+        'zstd or gzip level. A column whose pages come out no larger at level 1 (random text, often) is written at level 1, which is faster; this is checked on its first page and every 32nd after.',
+      ),
     part_size_mb: z
       .number()
       .int()

@@ -16,6 +16,8 @@ const PageType = { DATA_PAGE: 0, DICTIONARY_PAGE: 2 } as const;
 
 /** Levels per page before it is cut, whatever its byte size. */
 const MAX_PAGE_LEVELS = 64 * 1024;
+/** Pages between two comparisons of the configured and the cheaper compression level. */
+const LEVEL_TRIAL_PAGES = 32;
 /** Room past the page size for the value that fills a page, and the page's level runs. */
 const PAGE_SLACK = 64 * 1024 + MAX_PAGE_LEVELS / 4;
 
@@ -27,6 +29,12 @@ export interface ColumnOptions {
   /** Largest dictionary before the column falls back to PLAIN for the rest of the row group. */
   dictionaryBytes: number;
   compress: CompressFn;
+  /**
+   * The same codec at a cheaper level. A column uses it while its pages come out no larger than
+   * at the configured level (random text often compresses as well at zstd 1 as at 3, in half the
+   * time); the two are compared on the column's first page and every LEVEL_TRIAL_PAGES after.
+   */
+  compressFast?: CompressFn;
   /** CompressionCodec id written in the footer. */
   codec: number;
 }
@@ -80,6 +88,10 @@ export abstract class ColumnWriter {
   private chunkLevels = 0;
   protected nullCount = 0;
   private usedEncodings = new Set<number>();
+  /** Whether pages go through compressFast; decided on trial pages. */
+  private fastLevel = false;
+  /** Pages compressed since the last level trial; a trial is due when it reaches LEVEL_TRIAL_PAGES. */
+  private pagesSinceTrial = LEVEL_TRIAL_PAGES;
 
   /**
    * `lengthPrefix` is 4 for BYTE_ARRAY, whose PLAIN form (and dictionary entries) put a length
@@ -322,7 +334,18 @@ export abstract class ColumnWriter {
   }
 
   private compress(body: Buffer): Uint8Array {
-    const out = this.options.compress(body);
+    const { compress, compressFast } = this.options;
+    let out: Uint8Array;
+    if (!compressFast) out = compress(body);
+    else if (this.pagesSinceTrial++ < LEVEL_TRIAL_PAGES)
+      out = (this.fastLevel ? compressFast : compress)(body);
+    else {
+      this.pagesSinceTrial = 1;
+      const configured = compress(body);
+      const fast = compressFast(body);
+      this.fastLevel = fast.length <= configured.length;
+      out = this.fastLevel ? fast : configured;
+    }
     // The 'none' codec hands the view back; the page buffer is reused, so keep a copy.
     return out === body ? Buffer.from(body) : out;
   }
@@ -592,6 +615,10 @@ export class ByteDictionary {
   private hashes = new Int32Array(1024);
   private table = new Int32Array(2048);
   private mask = 2047;
+  private source: Uint8Array | undefined;
+  private sourceView: DataView | undefined;
+  private entries: Uint8Array | undefined;
+  private entriesView: DataView | undefined;
 
   constructor(lengthPrefix = 0) {
     this.lengthPrefix = lengthPrefix;
@@ -604,14 +631,19 @@ export class ByteDictionary {
 
   /** Returns the index of the value b[off, off+len), adding it when new. */
   add(b: Uint8Array, off: number, len: number): number {
-    const h = hashBytes(b, off, off + len);
-    const data = this.data.buf;
+    const src = this.viewOf(b);
+    const h = hashBytes(src, b, off, off + len);
+    const data = this.dataView();
     let slot = h & this.mask;
     for (;;) {
       const entry = this.table[slot];
       if (entry === 0) break;
       const i = entry - 1;
-      if (this.hashes[i] === h && this.lengths[i] === len && sameBytes(data, this.starts[i], b, off, len))
+      if (
+        this.hashes[i] === h &&
+        this.lengths[i] === len &&
+        sameBytes(data, this.starts[i], src, b, off, len)
+      )
         return i;
       slot = (slot + 1) & this.mask;
     }
@@ -631,6 +663,25 @@ export class ByteDictionary {
     return index;
   }
 
+  /** A DataView of the source buffer: values are hashed and compared four bytes per read. */
+  private viewOf(b: Uint8Array): DataView {
+    if (b !== this.source) {
+      this.source = b;
+      this.sourceView = new DataView(b.buffer, b.byteOffset, b.byteLength);
+    }
+    return this.sourceView as DataView;
+  }
+
+  /** A DataView of the entries' buffer, which moves when it grows. */
+  private dataView(): DataView {
+    const buf = this.data.buf;
+    if (buf !== this.entries) {
+      this.entries = buf;
+      this.entriesView = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    }
+    return this.entriesView as DataView;
+  }
+
   private rehash(): void {
     const size = (this.mask + 1) * 2;
     this.table = new Int32Array(size);
@@ -643,13 +694,12 @@ export class ByteDictionary {
   }
 }
 
-/** A 32-bit hash of b[start, end), four bytes at a time (murmur3-style mixing). */
-function hashBytes(b: Uint8Array, start: number, end: number): number {
+/** A 32-bit hash of b[start, end), four bytes per read through `v` (b's DataView), murmur3-style. */
+function hashBytes(v: DataView, b: Uint8Array, start: number, end: number): number {
   let h = Math.imul(end - start, 0x9e3779b1);
   let i = start;
   for (; i + 4 <= end; i += 4) {
-    const w = b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24);
-    h = Math.imul(h ^ Math.imul(w, 0xcc9e2d51), 0x1b873593);
+    h = Math.imul(h ^ Math.imul(v.getInt32(i, true), 0xcc9e2d51), 0x1b873593);
     h = (h << 13) | (h >>> 19);
   }
   for (; i < end; i++) h = Math.imul(h ^ b[i], 0x85ebca6b);
@@ -658,13 +708,17 @@ function hashBytes(b: Uint8Array, start: number, end: number): number {
   return h ^ (h >>> 13);
 }
 
-function sameBytes(a: Uint8Array, ai: number, b: Uint8Array, bi: number, len: number): boolean {
+/** Whether the entry at data[ai..] equals b[bi, bi+len); `bv` is b's DataView. */
+function sameBytes(
+  data: DataView,
+  ai: number,
+  bv: DataView,
+  b: Uint8Array,
+  bi: number,
+  len: number,
+): boolean {
   let k = 0;
-  for (; k + 4 <= len; k += 4) {
-    const x = a[ai + k] | (a[ai + k + 1] << 8) | (a[ai + k + 2] << 16) | (a[ai + k + 3] << 24);
-    const y = b[bi + k] | (b[bi + k + 1] << 8) | (b[bi + k + 2] << 16) | (b[bi + k + 3] << 24);
-    if (x !== y) return false;
-  }
-  for (; k < len; k++) if (a[ai + k] !== b[bi + k]) return false;
+  for (; k + 4 <= len; k += 4) if (data.getInt32(ai + k, true) !== bv.getInt32(bi + k, true)) return false;
+  for (; k < len; k++) if (data.getUint8(ai + k) !== b[bi + k]) return false;
   return true;
 }

@@ -14,6 +14,14 @@ interface ZstdCompressor {
   compress(data: Uint8Array): Buffer;
 }
 
+/**
+ * The cheaper level a column may use instead of the configured one when its pages come out no
+ * larger that way (see ColumnWriter): level 1 of zstd or gzip; none for 'none' or level 1 itself.
+ */
+export function fastLevel(codec: Codec, level: number): number | undefined {
+  return codec !== 'none' && level > 1 ? 1 : undefined;
+}
+
 /** A compressor for pages, bound to one codec and level. */
 export function createCompressor(codec: Codec, level: number): CompressFn {
   switch (codec) {

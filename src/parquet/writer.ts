@@ -19,7 +19,7 @@ import {
   Int32Column,
   Int64Column,
 } from './column.js';
-import { CODEC_ID, type Codec, createCompressor } from './compress.js';
+import { CODEC_ID, type Codec, createCompressor, fastLevel } from './compress.js';
 import { type ColumnSpec, Physical, writeSchemaElements } from './schema.js';
 import { CompactWriter } from './thrift.js';
 
@@ -115,11 +115,13 @@ export class PartWriter {
 
   constructor(options: PartWriterOptions) {
     this.options = options;
+    const fast = fastLevel(options.codec, options.level);
     const columnOptions: ColumnOptions = {
       pageBytes: options.pageBytes,
       dictionary: options.dictionary,
       dictionaryBytes: Math.min(1024 * 1024, options.pageBytes),
       compress: createCompressor(options.codec, options.level),
+      compressFast: fast === undefined ? undefined : createCompressor(options.codec, fast),
       codec: CODEC_ID[options.codec],
     };
     this.columns = options.columns.map((spec) => createColumn(spec, columnOptions));

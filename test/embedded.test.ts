@@ -53,6 +53,34 @@ describe('the embedded PostgreSQL', () => {
     expect(r.status).toBe(0);
   });
 
+  it('stop() returns when the server already ended on its own (Ctrl-C reaches it too)', () => {
+    const script = `
+      const { readFileSync } = await import('node:fs');
+      const pg = (await import('pg')).default;
+      const { startEmbeddedPostgres } = await import(${JSON.stringify(embedded)});
+      const server = await startEmbeddedPostgres();
+      const client = new pg.Client({ connectionString: server.url });
+      client.on('error', () => {});
+      await client.connect();
+      const dir = (await client.query('SHOW data_directory')).rows[0].data_directory;
+      const pid = Number(readFileSync(dir + '/postmaster.pid', 'utf8').split('\\n')[0]);
+      process.kill(pid, 'SIGINT');
+      while (true) {
+        try { process.kill(pid, 0); } catch { break; }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // The event loop has nothing else to wait for: a stop() that never settles exits 0 here.
+      await server.stop();
+      process.exitCode = 7;
+    `;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+      timeout: 120_000,
+      cwd: join(import.meta.dirname, '..'),
+    });
+    expect(r.status, r.stderr).toBe(7);
+  });
+
   it('a signal nobody handles stops the server and ends the process as the signal does', async () => {
     const script = `
       const { startEmbeddedPostgres } = await import(${JSON.stringify(embedded)});

@@ -169,7 +169,14 @@ export async function startEmbeddedPostgres(options: StartOptions = {}): Promise
   let stopping: Promise<void> | undefined;
   const stop = () => {
     stopping ??= (async () => {
-      await server.stop().catch(() => undefined);
+      // The package waits for the server's 'exit' event, which never comes again when the server
+      // already stopped on its own (Ctrl-C reaches it too): its end is awaited here as well.
+      const proc = server.process;
+      const ended =
+        !proc || proc.exitCode !== null || proc.signalCode !== null
+          ? Promise.resolve()
+          : new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+      await Promise.race([server.stop().catch(() => undefined), ended]);
       untrack(server);
       if (!persistent) await rm(dir, { recursive: true, force: true });
     })();

@@ -6,6 +6,7 @@
  */
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setImmediate } from 'node:timers/promises';
 import { createStore, createWarehouse } from '../adapters.js';
 import { redactedConfig } from '../config/load.js';
 import type { RuntimeSettings } from '../config/runtime.js';
@@ -363,6 +364,9 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
     await writeManifest(args.store, { ...manifest, summary });
     return summary;
   } catch (err) {
+    // A signal that arrived with the failure it caused (Ctrl-C reaches a local server too, which
+    // ends the session) is handled first: one turn of the event loop.
+    await setImmediate();
     // When the run was stopped (SIGTERM, lost lease), the stop is what happened; an adapter that
     // already said what it left behind ("load job left running") keeps its own words.
     const stopped = args.signal.aborted && !(err instanceof NightshiftError && err.code === 'terminated');

@@ -18,7 +18,7 @@ import pg from 'pg';
 import { stringify } from 'yaml';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../src/demo/embedded.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
-import { copyOut } from '../src/source/copy-out.js';
+import { copyOut, pgSocket } from '../src/source/copy-out.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const cli = join(root, 'dist/src/cli.js');
@@ -79,7 +79,7 @@ function psqlCopy(url: string): number | undefined {
 
 /** Node reading the same COPY (nightshift's COPY reader) and discarding it. */
 async function nodeCopy(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
+  const client = new pg.Client({ connectionString: url, stream: pgSocket });
   await client.connect();
   const started = performance.now();
   await copyOut(client, `COPY (SELECT * FROM ${table}) TO STDOUT (FORMAT binary)`, () => undefined);

@@ -8,7 +8,7 @@ import pg from 'pg';
 import type { SourceConfig } from '../config/schema.js';
 import { configError, toNightshiftError, validationError } from '../errors.js';
 import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../run/window.js';
-import { type CopyDataSink, type CopyOutOptions, copyOut } from './copy-out.js';
+import { type CopyDataSink, type CopyOutOptions, copyOut, pgSocket } from './copy-out.js';
 import {
   type ColumnPlan,
   chooseExpr,
@@ -394,6 +394,7 @@ export async function connect(config: SourceConfig, purpose: string): Promise<pg
     connectionString: config.url,
     application_name: `${config.application_name} (${purpose})`,
     statement_timeout: config.statement_timeout || undefined,
+    stream: pgSocket,
   });
   // An idle connection that dies must not crash the process: errors surface on the next query.
   client.on('error', () => undefined);

@@ -279,7 +279,14 @@ const stage = z
 const duckdb = z
   .strictObject({
     path: z.string().min(1).describe('DuckDB database file; created when missing.'),
-    memory_limit_mb: z.number().int().min(64).default(128).describe('DuckDB memory_limit during the load.'),
+    memory_limit_mb: z
+      .number()
+      .int()
+      .min(64)
+      .default(96)
+      .describe(
+        "DuckDB memory_limit during the load: what DuckDB's buffer manager holds before it writes out or spills; its readers and threads use memory beyond it.",
+      ),
     threads: z.number().int().min(1).default(2).describe('DuckDB threads during the load.'),
     storage_version: z
       .string()

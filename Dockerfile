@@ -48,7 +48,12 @@ COPY --from=build /src/dist/src ./dist/src
 COPY package.json ./
 COPY --chmod=0755 docker/nightshift /usr/local/bin/nightshift
 # UTC whatever the node's zone; part files and DuckDB spill go under /tmp (an emptyDir).
+# glibc's malloc with two arenas rather than one per thread (DuckDB's, libuv's), and blocks from
+# 128 KiB up mapped and unmapped directly, so that freed buffers go back to the kernel: a
+# 5M-row run into DuckDB peaks 20-30 MB lower at the same speed (npm run bench runs without them).
 ENV TZ=UTC \
+    MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     NODE_ENV=production \
     PATH=/usr/local/bin:/nodejs/bin:/usr/bin:/bin
 # distroless "nonroot": numeric, so Kubernetes' runAsNonRoot can verify it.

@@ -24,12 +24,15 @@ describe('Dockerfile', () => {
     expect(runtime).not.toMatch(/COPY --from=build \S*node_modules/);
   });
 
-  it('runs nightshift run as a non-root numeric user in UTC, with OCI labels', () => {
+  it('runs nightshift run as a non-root numeric user in UTC, with tuned malloc and OCI labels', () => {
     expect(runtime).toMatch(/^ENTRYPOINT \["nightshift"\]$/m);
     expect(runtime).toMatch(/^CMD \["run"\]$/m);
     const user = /^USER (\d+):(\d+)$/m.exec(runtime);
     expect(Number(user?.[1])).toBeGreaterThan(0);
     expect(runtime).toMatch(/TZ=UTC/);
+    // glibc malloc tuned so that freed buffers go back to the kernel (peak RSS, README Performance).
+    expect(runtime).toMatch(/MALLOC_ARENA_MAX=2\b/);
+    expect(runtime).toMatch(/MALLOC_MMAP_THRESHOLD_=131072\b/);
     for (const label of ['title', 'version', 'revision', 'created', 'licenses', 'base.name'])
       expect(runtime).toContain(`org.opencontainers.image.${label}=`);
     // ARGs before the first FROM are not visible inside a stage unless declared again.

@@ -2,7 +2,7 @@
  * The core run end to end, as a user runs it: the built CLI as a process, a real PostgreSQL,
  * a local stage, a DuckDB warehouse file.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -183,6 +183,18 @@ describe('nightshift run', () => {
     expect(next.code, next.stderr).toBe(0);
     expect(await storageVersion(old)).toEqual(['v1.0.0+']);
     expect(await tableFacts(old, 'analytics.trips', 'trip_id', 'fare_usd')).toEqual(await job.sourceFacts());
+  });
+
+  it('checkpoints the DuckDB file within the load: killed right after it, no WAL is left', async () => {
+    const job = await newJob({}, 200);
+    const killed = await job.run(['run'], { NIGHTSHIFT_FAILPOINTS: 'after-load' });
+    expect(killed.signal).toBe('SIGKILL');
+    // Without the checkpoint the committed rows would be in the WAL until the file closed.
+    const wal = `${job.warehousePath}.wal`;
+    expect(existsSync(wal) ? statSync(wal).size : 0).toBe(0);
+    expect(await duckQuery(job.warehousePath, 'SELECT count(*)::INT AS n FROM analytics.trips')).toEqual([
+      { n: 200 },
+    ]);
   });
 
   it('backfills explicit windows, repeatably, without touching the checkpoint', async () => {

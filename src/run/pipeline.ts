@@ -163,12 +163,19 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
     }
     await store?.close?.().catch(() => undefined);
   }
+  const last = summaries[summaries.length - 1];
+  // The process's peak so far, including closing the warehouse and the stage after the window.
+  last.peak_rss_mb = peakRssMb();
   for (const summary of summaries) {
     ctx.onSummary?.(summary, summaryLine(summary));
   }
-  const last = summaries[summaries.length - 1];
   await publishSummary(last, ctx.runtime);
   return summaries;
+}
+
+/** The process's peak resident memory so far, in MiB. */
+function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
 }
 
 function emptyFacts(runId: string): Facts {
@@ -540,7 +547,7 @@ function finish(
     files: facts.files.length,
     bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
     duration_ms: Date.now() - started,
-    peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+    peak_rss_mb: peakRssMb(),
     heap_limit_mb: heapLimitMb(),
     stage,
     warehouse: {

@@ -1,7 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setImmediate } from 'node:timers/promises';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
@@ -136,6 +139,50 @@ describe('PartWriter', () => {
     }
     expect(s.s).toBe(expectSum);
     expect(s.t).toBe(tagsNonNull);
+  });
+});
+
+describe('memory', () => {
+  it('holds one row group, not the part: a part of many row groups takes no more memory than one', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const writer = new PartWriter({
+      dir,
+      fileName: (i) => `memory-${i}.parquet`,
+      columns: [{ name: 'blob', physical: Physical.BYTE_ARRAY, logical: { kind: 'none' } }],
+      codec: 'zstd',
+      level: 1,
+      partBytes: 1 << 30,
+      rowGroupBytes: 1 << 20,
+      pageBytes: 64 * 1024,
+      dictionary: false,
+      createdBy: 'nightshift test',
+    });
+    const [blob] = writer.columns as [ByteArrayColumn];
+    // Incompressible values: each 1 MiB row group is about 1 MiB in the file.
+    const value = randomBytes(1 << 20);
+    const writeRowGroups = (n: number) => {
+      for (let i = 0; i < n * 1024; i++) {
+        blob.append(value, (i * 1031) % (value.length - 1024), 1000);
+        writer.endRow();
+      }
+    };
+    // Compressed pages are native buffers, freed by finalizers that run after the collection.
+    const retained = async () => {
+      for (let i = 0; i < 3; i++) {
+        gc();
+        await setImmediate();
+      }
+      return process.memoryUsage().arrayBuffers;
+    };
+    writeRowGroups(4);
+    const early = await retained();
+    writeRowGroups(32);
+    const late = await retained();
+    const [part] = writer.finish();
+    expect(part.bytes).toBeGreaterThan(35 << 20);
+    // 32 MiB more written into the same part; the writer keeps footer numbers, not pages.
+    expect(late - early).toBeLessThan(4 << 20);
   });
 });
 

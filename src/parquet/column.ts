@@ -390,6 +390,8 @@ export abstract class ColumnWriter {
     const stats = this.minMax();
     const spec = this.spec;
     const codec = this.options.codec;
+    // The footer keeps this closure for the whole part: it holds numbers, not the page buffers.
+    const hasDictionary = dictionary !== undefined;
     const writeMeta = (w: CompactWriter, fileOffset: number) => {
       w.i32(1, spec.physical)
         .i32List(2, encodings)
@@ -399,7 +401,7 @@ export abstract class ColumnWriter {
         .i64(6, uncompressedBytes)
         .i64(7, compressedBytes)
         .i64(9, fileOffset + dictionaryBytes);
-      if (dictionary) w.i64(11, fileOffset);
+      if (hasDictionary) w.i64(11, fileOffset);
       w.struct(12).i64(3, nullCount);
       if (stats) w.binary(5, stats[1]).binary(6, stats[0]);
       w.end();

@@ -86,7 +86,8 @@ interface RowGroupMeta {
   offset: number;
   compressed: number;
   uncompressed: number;
-  chunks: { offset: number; chunk: ColumnChunk }[];
+  /** What the footer needs of each chunk; its page buffers are let go once written. */
+  chunks: { offset: number; writeMeta: ColumnChunk['writeMeta'] }[];
 }
 
 interface OpenFile {
@@ -178,7 +179,7 @@ export class PartWriter {
     };
     for (const column of this.columns) {
       const chunk = column.finishChunk();
-      group.chunks.push({ offset: file.offset, chunk });
+      group.chunks.push({ offset: file.offset, writeMeta: chunk.writeMeta });
       for (const buffer of chunk.buffers) this.write(file, buffer);
       group.compressed += chunk.compressedBytes;
       group.uncompressed += chunk.uncompressedBytes;
@@ -219,9 +220,9 @@ export class PartWriter {
     w.structList(2, elements, (_w, fn) => fn());
     w.i64(3, file.rows);
     w.structList(4, file.rowGroups, (_w, group) => {
-      w.structList(1, group.chunks, (_w2, { offset, chunk }) => {
+      w.structList(1, group.chunks, (_w2, { offset, writeMeta }) => {
         w.i64(2, offset).struct(3);
-        chunk.writeMeta(w, offset);
+        writeMeta(w, offset);
         w.end();
       });
       w.i64(2, group.uncompressed).i64(3, group.rows).i64(5, group.offset).i64(6, group.compressed);

@@ -41,7 +41,10 @@ export interface ColumnOptions {
 
 /** A column chunk ready to be laid out in the file. */
 export interface ColumnChunk {
-  /** Page headers and page bodies, in file order. */
+  /**
+   * Page headers and page bodies, in file order. They are views of the column's reused buffers:
+   * lay them out before anything is appended to a column of the same writer again.
+   */
   readonly buffers: Uint8Array[];
   /** Sum of the buffer lengths. */
   readonly compressedBytes: number;
@@ -81,9 +84,9 @@ export abstract class ColumnWriter {
   private abandonAtRowEnd = false;
   private readonly lengthPrefix: number;
 
-  // Row group state.
-  private pages: Uint8Array[] = [];
-  private chunkCompressed = 0;
+  // Row group state. The chunk's data pages, header and compressed body each, back to back; the
+  // buffer is kept for the next row group.
+  private readonly chunk = new ByteSink(64 * 1024);
   private chunkUncompressed = 0;
   private chunkLevels = 0;
   protected nullCount = 0;
@@ -311,7 +314,8 @@ export abstract class ColumnWriter {
     this.usedEncodings.add(encoding);
     const body = page.view();
     const compressed = this.compress(body);
-    const header = new CompactWriter(new ByteSink(64))
+    const start = this.chunk.length;
+    new CompactWriter(this.chunk)
       .begin()
       .i32(1, PageType.DATA_PAGE)
       .i32(2, body.length)
@@ -322,10 +326,10 @@ export abstract class ColumnWriter {
       .i32(3, Encoding.RLE)
       .i32(4, Encoding.RLE)
       .end()
-      .finish();
-    this.pages.push(header, compressed);
-    this.chunkCompressed += header.length + compressed.length;
-    this.chunkUncompressed += header.length + body.length;
+      .close();
+    const headerBytes = this.chunk.length - start;
+    this.chunk.bytes(compressed);
+    this.chunkUncompressed += headerBytes + body.length;
     this.chunkLevels += this.levels;
     this.levels = 0;
     // Keep the buffers for the next page; only an outsized value's growth is given back.
@@ -346,8 +350,7 @@ export abstract class ColumnWriter {
       this.fastLevel = fast.length <= configured.length;
       out = this.fastLevel ? fast : configured;
     }
-    // The 'none' codec hands the view back; the page buffer is reused, so keep a copy.
-    return out === body ? Buffer.from(body) : out;
+    return out;
   }
 
   private writeLevels(page: ByteSink, levels: Uint8Array, max: number): void {
@@ -361,7 +364,7 @@ export abstract class ColumnWriter {
   finishChunk(): ColumnChunk {
     this.flushPage();
     const buffers: Uint8Array[] = [];
-    let compressedBytes = this.chunkCompressed;
+    let compressedBytes = this.chunk.length;
     let uncompressedBytes = this.chunkUncompressed;
     const dictionary = this.takeDictionary();
     let dictionaryBytes = 0;
@@ -383,7 +386,7 @@ export abstract class ColumnWriter {
       uncompressedBytes += header.length + dictionary.body.length;
       this.usedEncodings.add(Encoding.PLAIN);
     }
-    buffers.push(...this.pages);
+    buffers.push(this.chunk.view());
     const encodings = [...this.usedEncodings, Encoding.RLE].filter((e, i, a) => a.indexOf(e) === i);
     const levelsTotal = this.chunkLevels;
     const nullCount = this.nullCount;
@@ -406,8 +409,8 @@ export abstract class ColumnWriter {
       if (stats) w.binary(5, stats[1]).binary(6, stats[0]);
       w.end();
     };
-    this.pages = [];
-    this.chunkCompressed = 0;
+    // The view in `buffers` stays valid until the next page is appended.
+    this.chunk.reset();
     this.chunkUncompressed = 0;
     this.chunkLevels = 0;
     this.nullCount = 0;

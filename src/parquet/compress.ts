@@ -7,11 +7,16 @@ export type Codec = 'zstd' | 'gzip' | 'none';
 /** CompressionCodec ids in the Parquet footer. */
 export const CODEC_ID: Record<Codec, number> = { none: 0, gzip: 2, zstd: 6 };
 
+/**
+ * Compresses one page. The result may be a view of a buffer the next call overwrites: copy it or
+ * write it out before compressing again.
+ */
 export type CompressFn = (data: Uint8Array) => Uint8Array;
 
-interface ZstdCompressor {
-  setParameters(p: { compressionLevel?: number }): void;
-  compress(data: Uint8Array): Buffer;
+/** The parts of zstd-napi's native binding used here (ZSTD_compressCCtx, ZSTD_compressBound). */
+interface ZstdBinding {
+  CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number };
+  compressBound(size: number): number;
 }
 
 /**
@@ -30,12 +35,19 @@ export function createCompressor(codec: Codec, level: number): CompressFn {
     case 'gzip':
       return (data) => gzipSync(data, { level: Math.min(level, 9) });
     case 'zstd': {
-      // zstd-napi is CommonJS; one Compressor per writer keeps its context warm between pages.
+      // zstd-napi is CommonJS. One context per writer stays warm between pages, and pages are
+      // compressed into one reused buffer: no allocation per page, nothing for the collector.
       const require = createRequire(import.meta.url);
-      const { Compressor } = require('zstd-napi') as { Compressor: new () => ZstdCompressor };
-      const zstd = new Compressor();
-      zstd.setParameters({ compressionLevel: level });
-      return (data) => zstd.compress(data);
+      const zstd = require('zstd-napi/binding') as ZstdBinding;
+      const context = new zstd.CCtx();
+      let out = Buffer.alloc(0);
+      return (data) => {
+        const bound = zstd.compressBound(data.length);
+        // Grown to the largest page so far; given back after an outsized one.
+        if (out.length < bound || (out.length > 16 << 20 && bound < out.length / 4))
+          out = Buffer.allocUnsafe(bound);
+        return out.subarray(0, context.compress(out, data, level));
+      };
     }
   }
 }

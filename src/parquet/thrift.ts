@@ -142,6 +142,11 @@ export class CompactWriter {
     return this;
   }
 
+  /** Ends the top-level struct in place, after what the sink already held. */
+  close(): void {
+    this.out.byte(0);
+  }
+
   /** Ends the top-level struct and returns its bytes. */
   finish(): Buffer {
     this.out.byte(0);

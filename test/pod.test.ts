@@ -269,7 +269,8 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
 
   const ROWS = 120_000;
   it('on SIGTERM mid-run: exit 143 within 10 s, lease released, checkpoint untouched, /tmp empty, summary written', async () => {
-    // Wide rows (about 1 KB) and 1 MB parts: parts are staged while the COPY still streams.
+    // Wide rows (about 1 KB) and 1 MB parts of 1 MB row groups (a part closes after the row group
+    // that fills it): parts are staged while the COPY still streams, a few MiB of /tmp at a time.
     const job = await podJob(0);
     await sql(dbUrl, TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${job.table}`), [1, ROWS]);
     const config = {
@@ -282,7 +283,7 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
       },
       stage: { url: 'file:///mnt/stage' },
       warehouse: { table: 'analytics.trips', mode: 'append', duckdb: { path: '/mnt/warehouse.duckdb' } },
-      parquet: { part_size_mb: 1, compression: 'none' },
+      parquet: { part_size_mb: 1, row_group_mb: 1, compression: 'none' },
       log: { format: 'json' },
     };
     writeFileSync(join(job.dir, 'nightshift.yaml'), stringify(config));

@@ -10,7 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { configSchema } from '../src/config/schema.js';
 import { EXIT_CODES } from '../src/errors.js';
-import { TERMINATION_DEADLINE_MS } from '../src/run/abort.js';
+import { TERMINATION_DEADLINE_MS } from '../src/core/abort.js';
 import { tempDir } from './helpers/env.js';
 import { KUBERNETES_VERSION, validateManifest } from './helpers/k8s-schema.js';
 

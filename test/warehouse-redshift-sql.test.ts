@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
 import { NightshiftError } from '../src/errors.js';
 import { type ColumnSpec, Physical } from '../src/parquet/schema.js';
-import type { Window } from '../src/run/window.js';
+import type { Window } from '../src/core/window.js';
 import { apiError, type ErrorScope, statementFailure } from '../src/warehouse/redshift-errors.js';
 import {
   castType,

@@ -13,7 +13,7 @@ import { RedshiftData } from '@aws-sdk/client-redshift-data';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWarehouse } from '../src/adapters.js';
 import { type Config, configSchema } from '../src/config/schema.js';
-import { dataPrefix } from '../src/run/layout.js';
+import { dataPrefix } from '../src/core/layout.js';
 import { LocalStore } from '../src/store/local.js';
 import { type RedshiftOptions, RedshiftWarehouse } from '../src/warehouse/redshift.js';
 import { clientToken } from '../src/warehouse/redshift-sql.js';

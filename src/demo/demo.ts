@@ -10,7 +10,7 @@ import pg from 'pg';
 import { runtimeSettings } from '../config/runtime.js';
 import { type Config, configSchema } from '../config/schema.js';
 import { createLogger, isPretty, writeRawLine } from '../log.js';
-import { terminationSignal } from '../run/abort.js';
+import { terminationSignal } from '../core/abort.js';
 import { executeRun } from '../run/pipeline.js';
 import type { RunSummary } from '../run/summary.js';
 import { LocalStore } from '../store/local.js';

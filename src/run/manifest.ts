@@ -7,9 +7,9 @@ import { redactor } from '../config/redact.js';
 import type { ColumnPlan } from '../source/types.js';
 import type { ObjectStore } from '../store/store.js';
 import type { StagedFile } from '../warehouse/warehouse.js';
-import { manifestKey } from './layout.js';
+import { manifestKey } from '../core/layout.js';
 import type { RunSummary } from './summary.js';
-import type { Window } from './window.js';
+import type { Window } from '../core/window.js';
 
 export interface RunManifest {
   version: 1;

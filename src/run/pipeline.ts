@@ -27,9 +27,9 @@ import {
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
-import { untilAborted } from './abort.js';
-import { failpoint } from './failpoint.js';
-import { newRunId, partFileName } from './layout.js';
+import { untilAborted } from '../core/abort.js';
+import { failpoint } from '../core/failpoint.js';
+import { newRunId, partFileName } from '../core/layout.js';
 import { buildManifest, writeManifest } from './manifest.js';
 import { backfillWindows, planWindow } from './plan.js';
 import { Progress, type ProgressMode } from './progress.js';
@@ -43,7 +43,7 @@ import {
   windowSummary,
 } from './summary.js';
 import { Uploader } from './uploader.js';
-import { describeWindow, type Window } from './window.js';
+import { describeWindow, type Window } from '../core/window.js';
 
 export interface RunContext {
   config: Config;

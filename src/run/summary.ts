@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { redactor } from '../config/redact.js';
 import type { RuntimeSettings } from '../config/runtime.js';
 import { type ErrorCode, EXIT_CODES, type NightshiftError } from '../errors.js';
-import { describeWindow, type Window } from './window.js';
+import { describeWindow, type Window } from '../core/window.js';
 
 export type RunStatus =
   | 'succeeded'

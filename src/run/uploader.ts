@@ -7,8 +7,8 @@ import { rm } from 'node:fs/promises';
 import type { PartFile } from '../parquet/writer.js';
 import type { ObjectStore } from '../store/store.js';
 import type { StagedFile } from '../warehouse/warehouse.js';
-import { failpoint } from './failpoint.js';
-import { partKey } from './layout.js';
+import { failpoint } from '../core/failpoint.js';
+import { partKey } from '../core/layout.js';
 
 export class Uploader {
   private readonly store: ObjectStore;

@@ -7,7 +7,7 @@
 import pg from 'pg';
 import type { SourceConfig } from '../config/schema.js';
 import { configError, toNightshiftError, validationError } from '../errors.js';
-import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../run/window.js';
+import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../core/window.js';
 import { type CopyDataSink, type CopyOutOptions, copyOut, pgSocket } from './copy-out.js';
 import {
   type ColumnPlan,

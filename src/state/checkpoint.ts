@@ -5,7 +5,7 @@
  * lease was taken over finds the checkpoint claimed by the new holder and cannot commit.
  */
 import { configError, leaseHeldError } from '../errors.js';
-import type { Bound } from '../run/window.js';
+import type { Bound } from '../core/window.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/store.js';
 import { putState } from './conditional.js';
 

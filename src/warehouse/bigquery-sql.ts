@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import { configError } from '../errors.js';
 import type { ColumnSpec } from '../parquet/schema.js';
-import { type Window, windowPredicate } from '../run/window.js';
+import { type Window, windowPredicate } from '../core/window.js';
 import type { LoadRequest } from './warehouse.js';
 
 /** A table as the REST API names it. */

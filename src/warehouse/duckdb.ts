@@ -9,8 +9,8 @@ import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
 import { configError, internalError, NightshiftError, validationError } from '../errors.js';
 import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
-import { failpoint } from '../run/failpoint.js';
-import { type Window, windowPredicate } from '../run/window.js';
+import { failpoint } from '../core/failpoint.js';
+import { type Window, windowPredicate } from '../core/window.js';
 import type { ObjectStore } from '../store/store.js';
 import type {
   LoadMode,

@@ -25,10 +25,10 @@ import type {
 } from '@aws-sdk/client-redshift-data';
 import { configError, NightshiftError, transientError, validationError } from '../errors.js';
 import type { AccessNeeds } from '../identity/principal.js';
-import { pause as sleep } from '../run/abort.js';
-import { failpoint } from '../run/failpoint.js';
-import { dataPrefix } from '../run/layout.js';
-import type { Window } from '../run/window.js';
+import { pause as sleep } from '../core/abort.js';
+import { failpoint } from '../core/failpoint.js';
+import { dataPrefix } from '../core/layout.js';
+import type { Window } from '../core/window.js';
 import type { ObjectStore } from '../store/store.js';
 import { redshiftAccess } from './grants.js';
 import { apiError, type ErrorScope, type StatementContext, statementFailure } from './redshift-errors.js';

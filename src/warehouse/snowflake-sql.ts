@@ -6,7 +6,7 @@
  */
 import { configError } from '../errors.js';
 import { type ColumnSpec, Physical } from '../parquet/schema.js';
-import { type Window, windowPredicate } from '../run/window.js';
+import { type Window, windowPredicate } from '../core/window.js';
 import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from './names.js';
 
 export { quote };

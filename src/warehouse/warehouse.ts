@@ -4,7 +4,7 @@
  */
 import type { AccessNeeds, Identity } from '../identity/principal.js';
 import type { ColumnSpec } from '../parquet/schema.js';
-import type { Window } from '../run/window.js';
+import type { Window } from '../core/window.js';
 
 /** One staged part file, as the run manifest lists it. */
 export interface StagedFile {

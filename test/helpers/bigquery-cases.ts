@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
-import type { Window } from '../../src/run/window.js';
+import type { Window } from '../../src/core/window.js';
 import type { LoadRequest, StagedFile } from '../../src/warehouse/warehouse.js';
 
 export const COLUMNS: ColumnSpec[] = [

@@ -9,8 +9,8 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { expect } from 'vitest';
 import { NightshiftError } from '../../src/errors.js';
 import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
-import { dataPrefix, newRunId, partFileName } from '../../src/run/layout.js';
-import type { Window } from '../../src/run/window.js';
+import { dataPrefix, newRunId, partFileName } from '../../src/core/layout.js';
+import type { Window } from '../../src/core/window.js';
 import type { LoadRequest, StagedFile } from '../../src/warehouse/warehouse.js';
 
 /** A trip as the fixtures write it. */

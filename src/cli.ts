@@ -59,7 +59,8 @@ ${GLOBAL_HELP}
 
 ${EXIT_HELP}
 
-Docs: README.md (configuration reference, deployment guide).`,
+Docs: README.md; docs/configuration.md (every key), docs/kubernetes.md (deployment),
+docs/troubleshooting.md (each exit code and its fix).`,
   run: `Usage: nightshift run [--config file]
 
 Takes the job's lease, plans the window after the checkpoint (up to the newest row source.lag

@@ -30,7 +30,7 @@ describe('Dockerfile', () => {
     const user = /^USER (\d+):(\d+)$/m.exec(runtime);
     expect(Number(user?.[1])).toBeGreaterThan(0);
     expect(runtime).toMatch(/TZ=UTC/);
-    // glibc malloc tuned so that freed buffers go back to the kernel (peak RSS, README Performance).
+    // glibc malloc tuned so that freed buffers go back to the kernel (peak RSS, docs/performance.md).
     expect(runtime).toMatch(/MALLOC_ARENA_MAX=2\b/);
     expect(runtime).toMatch(/MALLOC_MMAP_THRESHOLD_=131072\b/);
     for (const label of ['title', 'version', 'revision', 'created', 'licenses', 'base.name'])

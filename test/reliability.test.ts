@@ -4,7 +4,7 @@
  * failpoints and at random moments from outside, started two and five at a time, paused past
  * their lease, cut off from PostgreSQL mid-COPY, and run fifty times against live writers; after
  * each, the warehouse is compared with the source: count, distinct keys, sum of a numeric column.
- * Each scenario adds its figures to a report (NIGHTSHIFT_RELIABILITY_REPORT) the README quotes.
+ * Each scenario adds its figures to a report (NIGHTSHIFT_RELIABILITY_REPORT) docs/reliability.md quotes.
  */
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -30,7 +30,7 @@ let jobs = 0;
 
 interface ReportRow {
   fault: string;
-  /** The README table's row this scenario adds to (default: the fault itself). */
+  /** The docs/reliability.md table's row this scenario adds to (default: the fault itself). */
   group?: string;
   runs: number;
   lost: number;

@@ -47,12 +47,12 @@ function newJob(rows: number, gcs: Record<string, unknown> = {}, overrides: Reco
   });
 }
 
-/** The permissions of the role the README gives. */
+/** The permissions of the role docs/stage-gcs.md gives. */
 function readmePermissions(): Permission[] {
-  const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+  const readme = readFileSync(join(import.meta.dirname, '..', 'docs', 'stage-gcs.md'), 'utf8');
   const block = /<!-- gcs-role:begin -->\n```sh\n([\s\S]*?)\n```\n<!-- gcs-role:end -->/.exec(readme)?.[1];
   const list = block && /--permissions (\S+)/.exec(block)?.[1];
-  if (!list) throw new Error('README has no Cloud Storage role block');
+  if (!list) throw new Error('docs/stage-gcs.md has no Cloud Storage role block');
   return list.split(',') as Permission[];
 }
 
@@ -86,7 +86,7 @@ describe('nightshift run on a Cloud Storage stage', () => {
     expect(server.pendingUploads()).toBe(0);
   });
 
-  it('holds need storage.objects.update: the role nightshift iam prints works, the README base role exits 5', async () => {
+  it('holds need storage.objects.update: the role nightshift iam prints works, the documented base role exits 5', async () => {
     server.iam = true;
     try {
       const hold = { temporary_hold: true, event_based_hold: true };
@@ -115,7 +115,7 @@ describe('nightshift run on a Cloud Storage stage', () => {
     }
   });
 
-  it('works with exactly the README role, and exits 5 when one permission is taken out of it', async () => {
+  it('works with exactly the documented role, and exits 5 when one permission is taken out of it', async () => {
     server.iam = true;
     try {
       const job = await newJob(3000);

@@ -56,13 +56,13 @@ function newJob(rows: number, s3: Record<string, unknown> = {}, overrides: Recor
   });
 }
 
-/** The policy the README shows, for this job (it is written for job `orders`). */
+/** The policy docs/stage-s3.md shows, for this job (it is written for job `orders`). */
 function readmePolicy(job: string): PolicyDocument {
-  const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+  const readme = readFileSync(join(import.meta.dirname, '..', 'docs', 'stage-s3.md'), 'utf8');
   const block = /<!-- s3-policy:begin -->\n```json\n([\s\S]*?)\n```\n<!-- s3-policy:end -->/.exec(
     readme,
   )?.[1];
-  if (!block) throw new Error('README has no S3 policy block');
+  if (!block) throw new Error('docs/stage-s3.md has no S3 policy block');
   return JSON.parse(block.replaceAll('nightshift/orders/', `nightshift/${job}/`)) as PolicyDocument;
 }
 
@@ -112,7 +112,7 @@ describe('nightshift run on an S3 stage', () => {
     expect(proxy.pendingUploads()).toBe(0);
   });
 
-  it('works with exactly the README policy, and exits 5 when one action is taken out of it', async () => {
+  it('works with exactly the documented policy, and exits 5 when one action is taken out of it', async () => {
     const job = await newJob(3000);
     proxy.policy = readmePolicy(job.config.job);
     try {

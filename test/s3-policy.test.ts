@@ -1,6 +1,6 @@
 /**
- * The S3 stage's least-privilege policy: the one `nightshift iam` prints, the one the README shows
- * (run-s3.e2e.test.ts runs a job against a server enforcing exactly that README policy).
+ * The S3 stage's least-privilege policy: the one `nightshift iam` prints, the one docs/stage-s3.md shows
+ * (run-s3.e2e.test.ts runs a job against a server enforcing exactly that documented policy).
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -37,8 +37,8 @@ function stagePolicy(stdout: string): unknown {
 }
 
 describe('S3 stage IAM policy', () => {
-  it('the README shows the policy the code generates', () => {
-    const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8');
+  it('docs/stage-s3.md shows the policy the code generates', () => {
+    const readme = readFileSync(join(import.meta.dirname, '..', 'docs', 'stage-s3.md'), 'utf8');
     const block = /<!-- s3-policy:begin -->\n```json\n([\s\S]*?)\n```\n<!-- s3-policy:end -->/.exec(
       readme,
     )?.[1];

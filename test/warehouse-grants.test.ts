@@ -1,5 +1,5 @@
 /**
- * What `nightshift iam` prints for the cloud warehouses: the roles and grants of the README,
+ * What `nightshift iam` prints for the cloud warehouses: the roles and grants of docs/warehouse-*.md,
  * filled in with the job's own names. The warehouses are built as the adapters build them; no
  * request leaves the process (describing access needs no login).
  */

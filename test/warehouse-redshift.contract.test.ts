@@ -75,7 +75,7 @@ beforeAll(async () => {
     pageSize: 3,
   });
   await server.start();
-  // The minimal grants of the README: USAGE and CREATE on the schema (TEMP on the database is
+  // The minimal grants of docs/warehouse-redshift.md: USAGE and CREATE on the schema (TEMP on the database is
   // PUBLIC's by default).
   await server.admin('CREATE SCHEMA raw');
   for (const user of [LOADER, 'loader_secret']) {

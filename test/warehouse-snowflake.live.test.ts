@@ -10,7 +10,7 @@
  * The role needs CREATE STAGE and CREATE TABLE on the schema. The files are PUT to a named
  * internal stage the suite creates (NIGHTSHIFT_LIVE_STAGE): COPY reads a named internal stage
  * exactly as it reads an external one, so the load path under test is the same; the storage
- * integration itself is the S3/GCS setup the README describes.
+ * integration itself is the S3/GCS setup docs/warehouse-snowflake.md describes.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';

@@ -1,5 +1,5 @@
 // Prints the reliability report the test suite wrote (NIGHTSHIFT_RELIABILITY_REPORT) as Markdown:
-// the README's table (scenarios grouped), then every scenario.
+// the table in docs/reliability.md (scenarios grouped), then every scenario.
 import { readFileSync } from 'node:fs';
 
 const rows = JSON.parse(readFileSync(process.argv[2], 'utf8'));

@@ -1,6 +1,6 @@
 /**
- * The list of configuration keys, read off the schema: the environment overrides and the README
- * reference both come from here, so neither can drift from what is validated.
+ * The list of configuration keys, read off the schema: the environment overrides and the
+ * reference in docs/configuration.md both come from here, so neither can drift from what is validated.
  */
 import type { z } from 'zod';
 import { configSchema } from './schema.js';

@@ -47,7 +47,7 @@ export function loadConfig(options: LoadOptions = {}): LoadedConfig {
   if (!result.success) {
     throw configError(formatIssues(result.error, interpolated, path), {
       hint: path
-        ? 'see the configuration reference in the README'
+        ? 'see the configuration reference in docs/configuration.md'
         : 'no config file was given: pass --config /path/to/nightshift.yaml or set NIGHTSHIFT_CONFIG (or set every required key as a NIGHTSHIFT_* variable); `nightshift demo` runs without one',
     });
   }

@@ -1,6 +1,7 @@
 /**
- * The configuration reference as Markdown, generated from the schema. The README embeds it
- * between markers; a test fails when the two differ (`nightshift config --reference` prints it).
+ * The configuration reference as Markdown, generated from the schema. docs/configuration.md
+ * embeds it between markers; a test fails when the two differ (`nightshift config --reference`
+ * prints it, `npm run docs` rewrites it).
  */
 import { configKeys, configSections } from './keys.js';
 
@@ -25,7 +26,7 @@ export function configReference(): string {
       const about = section ? sections.get(section) : '';
       lines.push(
         '',
-        `#### ${title}${about ? `: ${about}` : ''}`,
+        `### ${title}${about ? `: ${about}` : ''}`,
         '',
         '| key | env | default | description |',
         '|---|---|---|---|',

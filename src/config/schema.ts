@@ -1,7 +1,7 @@
 /**
  * The configuration schema: every key, its type, its default and its documentation. It is the
  * single source for validation, for the environment overrides (`NIGHTSHIFT_<PATH>`), and for the
- * README's configuration reference (a test checks that every key is documented there).
+ * configuration reference in docs/configuration.md (a test checks that every key is documented there).
  */
 import { z } from 'zod';
 

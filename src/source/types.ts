@@ -42,7 +42,7 @@ export interface ColumnPlan {
   readonly array: boolean;
   /** The Parquet column. */
   readonly parquet: ColumnSpec;
-  /** How the value is represented when that is a policy choice (for the README and the manifest). */
+  /** How the value is represented when that is a policy choice (for docs/types.md and the manifest). */
   readonly note?: string;
 }
 

@@ -407,7 +407,7 @@ function s3ErrorIsDenied(err: unknown): boolean {
   return e?.name === 'AccessDenied' || e?.$metadata?.httpStatusCode === 403;
 }
 
-/** The least-privilege IAM policy of one job on an S3 stage: what `nightshift iam` and the README show. */
+/** The least-privilege IAM policy of one job on an S3 stage: what `nightshift iam` and docs/stage-s3.md show. */
 export function s3Policy(options: {
   bucket: string;
   prefix: string;

@@ -1,6 +1,6 @@
 /**
  * The least-privilege access each cloud warehouse needs for one job, as `nightshift iam` prints
- * it: the same roles and grants the README lists, filled in with the job's own project, dataset,
+ * it: the same roles and grants docs/warehouse-*.md list, filled in with the job's own project, dataset,
  * schema, stage and table. Pure functions of the parsed options, so the command needs no login.
  */
 import type { AccessNeeds } from '../identity/principal.js';

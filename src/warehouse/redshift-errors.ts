@@ -87,7 +87,7 @@ function credentialHint(scope: ErrorScope): string {
       : scope.auth.startsWith('database user')
         ? 'redshift:GetClusterCredentials on the cluster and its dbuser'
         : 'redshift:GetClusterCredentialsWithIAM on the cluster';
-  return `the pod's IAM role needs ${RUNNER_ACTIONS}, and ${auth}; see the README's Redshift permissions`;
+  return `the pod's IAM role needs ${RUNNER_ACTIONS}, and ${auth}; see docs/warehouse-redshift.md#the-runners-iam-permissions`;
 }
 
 /** Translates a Data API call that was refused (an SDK exception). */
@@ -208,7 +208,7 @@ const RULES: readonly Rule[] = [
     test: /permission denied for (relation|table|schema|database|function|language) "?([^"\s]+)"?|permission denied/i,
     code: 'identity',
     hint: (ctx) =>
-      `the database user needs ${ctx.privilege ?? 'more privileges'}; see the README's Redshift grants`,
+      `the database user needs ${ctx.privilege ?? 'more privileges'}; see docs/warehouse-redshift.md#grants`,
   },
   {
     test: /relation "([^"]+)" already exists/i,
@@ -242,7 +242,7 @@ const RULES: readonly Rule[] = [
     test: /incompatible|Spectrum Scan Error|invalid input|cannot be cast|value too long|overflow|out of range|Invalid JSON|json_parse|type mismatch|Unsupported|number of columns/i,
     code: 'config',
     hint: () =>
-      'a value does not fit the table: align the column types of the table with the export (see the README type table), or load into a new table',
+      'a value does not fit the table: align the column types of the table with the export (see docs/warehouse-redshift.md#types), or load into a new table',
   },
   {
     test: /disk full|out of memory|resource|too many|connection|terminat|server closed|network|throttl|rate exceeded|internal error|try again/i,

@@ -119,7 +119,7 @@ export function statementError(err: unknown, ctx: StatementContext, scope: Error
   if (code === '003001' || state === '42501' || /insufficient privileges/i.test(message)) {
     return identityError(`${what}: ${message}`, {
       cause,
-      hint: `the role ${scope.role ?? '(default role)'} needs ${ctx.privilege ?? 'more privileges'}; see the README's Snowflake grants`,
+      hint: `the role ${scope.role ?? '(default role)'} needs ${ctx.privilege ?? 'more privileges'}; see docs/warehouse-snowflake.md#grants`,
     });
   }
   if (code === '000606' || /no active warehouse/i.test(message)) {

@@ -1,14 +1,17 @@
 /**
- * The manifests under k8s/: every overlay renders offline with `kubectl kustomize`, every object
- * validates strictly against the Kubernetes API schema (unknown fields fail), and what the
- * manifests promise (exit code policy, hardening, identity, egress) agrees with the code.
+ * The manifests under k8s/: every overlay renders offline with `kubectl kustomize` from its
+ * params.env alone, every object validates strictly against the Kubernetes API schema (unknown
+ * fields fail), a parameter reaches every place that uses it, and what the manifests promise
+ * (exit code policy, hardening, identity, egress) agrees with the code.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
-import { configSchema } from '../src/config/schema.js';
+import { loadConfig } from '../src/config/load.js';
+import { Redactor } from '../src/config/redact.js';
+import type { Config } from '../src/config/schema.js';
 import { EXIT_CODES } from '../src/errors.js';
 import { TERMINATION_DEADLINE_MS } from '../src/run/abort.js';
 import { tempDir } from './helpers/env.js';
@@ -30,11 +33,56 @@ function kustomize(dir: string): Doc[] {
   return parseAllDocuments(out).map((d) => d.toJS() as Doc);
 }
 
+/** A kustomization in a temp folder over `resources` and `components` of the repository. */
+function kustomizeOver(name: string, resources: string[], components: string[] = []): Doc[] {
+  const dir = join(tmp.dir, name);
+  mkdirSync(dir, { recursive: true });
+  const rel = (paths: string[]) => paths.map((p) => relative(dir, join(ROOT, p))).join(', ');
+  writeFileSync(
+    join(dir, 'kustomization.yaml'),
+    `resources: [${rel(resources)}]\ncomponents: [${rel(components)}]\n`,
+  );
+  return kustomize(dir);
+}
+
 const rendered = Object.fromEntries(
   OVERLAYS.map((o) => [o, kustomize(join(ROOT, 'k8s/overlays', o))]),
 ) as Record<(typeof OVERLAYS)[number], Doc[]>;
-const find = (docs: Doc[], kind: string) => docs.find((d) => d.kind === kind) as Doc;
+const find = (docs: Doc[], kind: string, name?: string) =>
+  docs.find((d) => d.kind === kind && (name === undefined || d.metadata.name === name)) as Doc;
 const podSpec = (docs: Doc[]) => find(docs, 'CronJob').spec.jobTemplate.spec.template.spec;
+const configText = (docs: Doc[]) =>
+  find(docs, 'ConfigMap', 'nightshift-config').data['nightshift.yaml'] as string;
+
+/** An env file as kustomize reads it: KEY=value lines, # comments, nothing unquoted or trimmed. */
+function readParams(path: string): Record<string, string> {
+  const lines = readFileSync(path, 'utf8').split('\n');
+  const entries = lines
+    .filter((l) => l.trim() && !l.startsWith('#'))
+    .map((l) => l.split(/=(.*)/s).slice(0, 2));
+  return Object.fromEntries(entries);
+}
+
+/** The container's environment: the ConfigMaps it takes whole (envFrom), then its own env. */
+function podEnv(docs: Doc[], spec = podSpec(docs)): Record<string, string> {
+  const [container] = spec.containers;
+  const fromMaps = (container.envFrom ?? []).map(
+    (e: Doc) => find(docs, 'ConfigMap', e.configMapRef.name).data,
+  );
+  const own = (container.env ?? []).map((e: Doc) => ({ [e.name]: e.value }));
+  return Object.assign({}, ...fromMaps, ...own);
+}
+
+/**
+ * The configuration the pod loads: the ConfigMap's nightshift.yaml read by nightshift's own
+ * loader with the pod's environment (so every ${NAME} must be set there), the mounted secret
+ * files standing in as a word. Throws the loader's configuration error when it would fail.
+ */
+function podConfig(text: string, env: Record<string, string>, name: string): Config {
+  const path = join(tmp.dir, `${name}.yaml`);
+  writeFileSync(path, text.replaceAll(/\$\{file:[^}]+\}/g, 'secret'));
+  return loadConfig({ path, env, redactor: new Redactor() }).config;
+}
 
 /** Exit codes of the contract that Kubernetes should (not) retry. */
 const contract = Object.values(EXIT_CODES).filter((e) => e.exit !== 0);
@@ -45,32 +93,32 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
   for (const overlay of OVERLAYS) {
     it(`overlay ${overlay} renders and every object validates`, () => {
       const docs = rendered[overlay];
-      expect(docs.map((d) => d.kind).sort()).toEqual(
+      expect(docs.map((d) => `${d.kind}/${d.metadata.name}`).sort()).toEqual(
         [
-          'ConfigMap',
-          'CronJob',
-          'NetworkPolicy',
-          'ServiceAccount',
-          ...(overlay === 'local' ? ['PersistentVolumeClaim'] : []),
+          'ConfigMap/nightshift-config',
+          'ConfigMap/nightshift-params',
+          'CronJob/nightshift',
+          'NetworkPolicy/nightshift',
+          'ServiceAccount/nightshift',
+          ...(overlay === 'local' ? ['PersistentVolumeClaim/nightshift-data'] : []),
         ].sort(),
       );
       for (const doc of docs) expect(validateManifest(doc)).toEqual([]);
     });
   }
 
-  it('the IRSA component renders on the base and validates', () => {
-    const dir = join(tmp.dir, 'irsa');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      join(dir, 'kustomization.yaml'),
-      `resources: [${relative(dir, join(ROOT, 'k8s/base'))}]\ncomponents: [${relative(dir, join(ROOT, 'k8s/components/irsa-projected-token'))}]\n`,
-    );
-    const docs = kustomize(dir);
+  it('the IRSA component renders on the EKS overlay, with the role its ServiceAccount names', () => {
+    const docs = kustomizeOver('irsa', ['k8s/overlays/eks'], ['k8s/components/irsa-projected-token']);
     for (const doc of docs) expect(validateManifest(doc)).toEqual([]);
     const spec = podSpec(docs);
     expect(spec.automountServiceAccountToken).toBe(false);
     const token = spec.volumes.find((v: Doc) => v.name === 'aws-iam-token');
     expect(token.projected.sources[0].serviceAccountToken.audience).toBe('sts.amazonaws.com');
+    const role = find(docs, 'ServiceAccount').metadata.annotations['eks.amazonaws.com/role-arn'];
+    expect(role).toBe(
+      `arn:aws:iam::${readParams(join(ROOT, 'k8s/overlays/eks/params.env')).ACCOUNT_ID}:role/nightshift`,
+    );
+    expect(podEnv(docs).AWS_ROLE_ARN).toBe(role);
   });
 
   it('rejects a misspelled field, a misplaced field and a wrong type', () => {
@@ -94,6 +142,122 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
       'NetworkPolicy: apiVersion v1, expected networking.k8s.io/v1',
     ]);
   });
+});
+
+/** Where each parameter of an overlay's params.env must end up, and nowhere else. */
+const CRON_IMAGE = 'CronJob/nightshift:spec.jobTemplate.spec.template.spec.containers.0.image';
+const CRON_SCHEDULE = 'CronJob/nightshift:spec.schedule';
+const DB_RULE = 'NetworkPolicy/nightshift:spec.egress.1.to.0';
+const USES: Record<(typeof OVERLAYS)[number], Record<string, string[]>> = {
+  gke: {
+    IMAGE: [CRON_IMAGE],
+    SCHEDULE: [CRON_SCHEDULE],
+    PROJECT_ID: [
+      'ServiceAccount/nightshift:metadata.annotations.iam.gke.io/gcp-service-account',
+      'nightshift.yaml:warehouse.bigquery.project',
+    ],
+    BUCKET: ['nightshift.yaml:stage.url'],
+    DB_HOST: ['nightshift.yaml:source.url'],
+    DB_CIDR: [`${DB_RULE}.ipBlock.cidr`],
+  },
+  eks: {
+    IMAGE: [CRON_IMAGE],
+    SCHEDULE: [CRON_SCHEDULE],
+    ACCOUNT_ID: ['ServiceAccount/nightshift:metadata.annotations.eks.amazonaws.com/role-arn'],
+    BUCKET: ['nightshift.yaml:stage.url'],
+    DB_HOST: ['nightshift.yaml:source.url'],
+    DB_CIDR: [`${DB_RULE}.ipBlock.cidr`],
+    SNOWFLAKE_ACCOUNT: ['nightshift.yaml:warehouse.snowflake.account'],
+  },
+  local: {
+    IMAGE: [CRON_IMAGE],
+    SCHEDULE: [CRON_SCHEDULE],
+    DB_SERVICE: ['nightshift.yaml:source.url', `${DB_RULE}.podSelector.matchLabels.app`],
+    DB_NAMESPACE: [
+      'nightshift.yaml:source.url',
+      `${DB_RULE}.namespaceSelector.matchLabels.kubernetes.io/metadata.name`,
+    ],
+  },
+};
+/** Values unlike anything in the manifests, one per parameter. */
+const FRESH: Record<string, string> = {
+  IMAGE: 'registry.test/team/nightshift:9.9.9',
+  SCHEDULE: '41 3 * * 1',
+  PROJECT_ID: 'proj-zq41',
+  BUCKET: 'bucket-zq42',
+  DB_HOST: 'db-zq43.internal',
+  DB_CIDR: '172.29.44.0/24',
+  ACCOUNT_ID: '999988887777',
+  SNOWFLAKE_ACCOUNT: 'org-zq45',
+  DB_SERVICE: 'pg-zq46',
+  DB_NAMESPACE: 'ns-zq47',
+};
+
+/**
+ * Every string in the rendered objects with where it is (`Kind/name:path`), the params
+ * ConfigMap left out, and nightshift.yaml replaced by the configuration the pod loads from it.
+ */
+function leaves(docs: Doc[], name: string): [string, string][] {
+  const out: [string, string][] = [];
+  const walk = (node: unknown, path: string) => {
+    if (typeof node === 'string' || typeof node === 'number') out.push([path, String(node)]);
+    else if (node && typeof node === 'object')
+      for (const [k, v] of Object.entries(node)) walk(v, path.endsWith(':') ? `${path}${k}` : `${path}.${k}`);
+  };
+  for (const doc of docs) {
+    if (doc.metadata.name === 'nightshift-params') continue;
+    const { 'nightshift.yaml': text, ...rest } = doc.data ?? {};
+    walk({ ...doc, data: text === undefined ? doc.data : rest }, `${doc.kind}/${doc.metadata.name}:`);
+    if (text !== undefined) walk(podConfig(text, podEnv(docs), name), 'nightshift.yaml:');
+  }
+  return out;
+}
+
+/** Words that mark a value nobody filled in. */
+const PLACEHOLDER = new RegExp(
+  `\\b(${[...new Set([...Object.keys(FRESH), 'ROLE_ARN'])].join('|')})\\b|example|CHANGE_?ME|<[a-z-]+>`,
+);
+
+describe('the overlays are driven by their params.env alone', () => {
+  for (const overlay of OVERLAYS) {
+    it(`${overlay}: the example parameters render with no placeholder left`, () => {
+      const docs = rendered[overlay];
+      const params = readParams(join(ROOT, 'k8s/overlays', overlay, 'params.env'));
+      expect(Object.keys(params).sort()).toEqual(Object.keys(USES[overlay]).sort());
+      expect(find(docs, 'ConfigMap', 'nightshift-params').data).toEqual(params);
+      for (const value of Object.values(params)) expect(value).toMatch(/^\S(.*\S)?$/);
+      const left = leaves(docs, `${overlay}-example`).filter(([, v]) => PLACEHOLDER.test(v));
+      expect(left).toEqual([]);
+      const cronJob = find(docs, 'CronJob');
+      expect(cronJob.spec.schedule).toBe(params.SCHEDULE);
+      expect(podSpec(docs).containers[0].image).toBe(params.IMAGE);
+    });
+
+    it(`${overlay}: a parameter changes every place that uses it, and nothing else holds it`, () => {
+      const copy = join(tmp.dir, `fresh-${overlay}`);
+      cpSync(join(ROOT, 'k8s'), copy, { recursive: true });
+      const example = readParams(join(ROOT, 'k8s/overlays', overlay, 'params.env'));
+      const fresh = Object.fromEntries(Object.keys(example).map((k) => [k, FRESH[k]]));
+      writeFileSync(
+        join(copy, 'overlays', overlay, 'params.env'),
+        Object.entries(fresh)
+          .map(([k, v]) => `${k}=${v}\n`)
+          .join(''),
+      );
+      const docs = kustomize(join(copy, 'overlays', overlay));
+      for (const doc of docs) expect(validateManifest(doc)).toEqual([]);
+      const all = leaves(docs, `${overlay}-fresh`);
+      for (const [key, value] of Object.entries(fresh)) {
+        const places = all.filter(([, v]) => v.includes(value)).map(([path]) => path);
+        expect(places.sort(), key).toEqual([...USES[overlay][key]].sort());
+      }
+      // No copy of an example value is left behind in the manifests (words such as "postgres"
+      // or "default" are names of other things too).
+      for (const value of Object.values(example).filter((v) => /[^a-z]/.test(v) && v.length > 5)) {
+        expect(all.filter(([, v]) => v.includes(value))).toEqual([]);
+      }
+    });
+  }
 });
 
 describe('the CronJob keeps the promises of the exit code contract and the pod', () => {
@@ -145,6 +309,9 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
       });
       expect(c.resources.requests.memory).toBe('512Mi');
       expect(c.resources.limits.memory).toBe('1Gi');
+      // A disk-backed /tmp counts against ephemeral storage: the pod says how much it needs.
+      expect(c.resources.requests['ephemeral-storage']).toMatch(/^\d+Gi$/);
+      expect(c.resources.limits['ephemeral-storage']).toMatch(/^\d+Gi$/);
       const tmpMount = c.volumeMounts.find((m: Doc) => m.mountPath === '/tmp');
       const tmpVolume = spec.volumes.find((v: Doc) => v.name === tmpMount.name);
       expect(tmpVolume.emptyDir.sizeLimit).toMatch(/^\d+Gi$/);
@@ -185,6 +352,8 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
         overlay === 'eks' ? ['nightshift-postgres', 'nightshift-snowflake'] : ['nightshift-postgres'],
       );
       for (const env of spec.containers[0].env ?? []) expect(env.valueFrom).toBeUndefined();
+      for (const from of spec.containers[0].envFrom ?? [])
+        expect(Object.keys(from)).toEqual(['configMapRef']);
       const config = find(docs, 'ConfigMap').data['nightshift.yaml'] as string;
       expect(config).not.toMatch(/postgres:\/\/[^:@/]+:[^$][^@]*@/);
     }
@@ -211,25 +380,25 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
 
   for (const overlay of OVERLAYS) {
     it(`${overlay}: the job configuration in the ConfigMap is valid nightshift configuration`, () => {
-      const text = find(rendered[overlay], 'ConfigMap').data['nightshift.yaml'] as string;
-      const spec = podSpec(rendered[overlay]);
+      const docs = rendered[overlay];
+      const spec = podSpec(docs);
       const path = spec.containers[0].env.find((e: Doc) => e.name === 'NIGHTSHIFT_CONFIG').value as string;
       const mount = spec.containers[0].volumeMounts.find((m: Doc) => path.startsWith(`${m.mountPath}/`));
       expect(spec.volumes.find((v: Doc) => v.name === mount.name).configMap.name).toBe('nightshift-config');
       // ${file:...} references must point at mounted files.
+      const text = configText(docs);
       for (const [, file] of text.matchAll(/\$\{file:([^}]+)\}/g)) {
         expect(spec.containers[0].volumeMounts.some((m: Doc) => file.startsWith(`${m.mountPath}/`))).toBe(
           true,
         );
       }
-      // PROJECT_ID is the placeholder the deployment guide replaces with sed.
-      const substituted = text.replaceAll('PROJECT_ID', 'my-project');
-      const raw = parseYaml(substituted.replaceAll(/\$\{file:[^}]+\}/g, 'secret'));
-      const result = configSchema.safeParse(raw);
-      const issues = result.success ? [] : result.error.issues;
-      // Every stage and warehouse of the overlays is in this build: each key is checked.
-      expect(issues).toEqual([]);
-      expect(raw.temp_dir).toBe('/tmp');
+      // nightshift's loader, with the pod's environment: every ${NAME} is set, every key valid
+      // (every stage and warehouse of the overlays is in this build).
+      const config = podConfig(text, podEnv(docs), `${overlay}-config`);
+      expect(config.temp_dir).toBe('/tmp');
+      // Without the params ConfigMap in its environment the pod could not load it.
+      const withoutParams = { ...spec, containers: [{ ...spec.containers[0], envFrom: [] }] };
+      expect(() => podConfig(text, podEnv(docs, withoutParams), `${overlay}-bare`)).toThrow(/is not set/);
     });
   }
 });

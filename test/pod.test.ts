@@ -25,9 +25,13 @@ import { tableFacts } from './helpers/duck.js';
 import { freshDatabase, sql } from './helpers/env.js';
 import { bwrapUnavailable, productionInstall, runInPod, treeBytes } from './helpers/pod.js';
 
-/** The Dockerfile's budget, and what the distroless nodejs20 base takes of it (glibc, libstdc++, CA certificates, node). */
-const IMAGE_BUDGET_MB = 250;
-const BASE_IMAGE_ALLOWANCE_MB = 135;
+/**
+ * The Dockerfile's budget, and what the distroless nodejs24 base takes of it (glibc, libstdc++,
+ * CA certificates, node). Both grew by 25 MB from Node 20's 250 and 135: Node 24's binary is
+ * 127 MB, 28 MB more than Node 20's. What is left for the install and dist/ stays 115 MB.
+ */
+const IMAGE_BUDGET_MB = 275;
+const BASE_IMAGE_ALLOWANCE_MB = 160;
 const GiB = 2 ** 30;
 
 const unavailable = bwrapUnavailable();

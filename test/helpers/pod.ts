@@ -44,15 +44,19 @@ export function treeBytes(dir: string): number {
 }
 
 /**
- * The production install in a cache folder keyed by the lockfile and the scripts, with the
- * current dist/src copied in: `npm ci --omit=dev` as the Dockerfile runs it, then
- * tools/prune-production.sh.
+ * The production install in a cache folder keyed by the lockfile, the scripts and the Node major
+ * (the image's deps stage installs with the runtime's Node), with the current dist/src copied
+ * in: `npm ci --omit=dev` as the Dockerfile runs it, then tools/prune-production.sh.
  */
 export function productionInstall(): string {
   const inputs = ['package.json', 'package-lock.json', 'tools/prune-production.sh'].map((f) =>
     readFileSync(join(ROOT, f)),
   );
-  const key = createHash('sha256').update(Buffer.concat(inputs)).digest('hex').slice(0, 16);
+  const node = Buffer.from(`node ${process.versions.node.split('.')[0]}`);
+  const key = createHash('sha256')
+    .update(Buffer.concat([...inputs, node]))
+    .digest('hex')
+    .slice(0, 16);
   // Outside the repository: Node looks for packages in every parent's node_modules, and the
   // repository's holds the devDependencies the image must do without.
   const dir = join(PRODUCTION_CACHE, key);

@@ -1,5 +1,5 @@
 /**
- * The container's memory limit and the V8 heap size that follows from it. Node 20 sizes its heap
+ * The container's memory limit and the V8 heap size that follows from it. Node sizes its heap
  * from the host's memory, not the cgroup's: in a 1 GiB pod on a 64 GiB node the heap could grow
  * until the kernel's OOM killer ends the pod (exit 137, no summary, no lease release).
  */

@@ -16,7 +16,7 @@ That gives the ServiceAccount (Workload Identity or IRSA), the ConfigMaps nights
 nightshift-params (the pod's environment, which nightshift.yaml reads) and the NetworkPolicy,
 which applies to these pods through their app.kubernetes.io/name label.
 
-Exit codes (README, "Exit codes"): 0 done; 4 means another run holds the job's lease, which is
+Exit codes (README, "Exit codes"; docs/troubleshooting.md): 0 done; 4 means another run holds the job's lease, which is
 not a failure of this task: skip_on_exit_code marks it skipped. Retries are for 1, 75 and 143;
 Airflow cannot retry by exit code, so keep retries low: a config (2), validation (3) or
 permission (5) failure fails again the same way.

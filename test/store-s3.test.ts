@@ -55,7 +55,12 @@ afterAll(async () => {
 objectStoreSuite(
   's3 (s3rver behind a proxy that enforces S3 preconditions and checksums)',
   async () => ({ store: s3Store(), pendingUploads: async () => proxy.pendingUploads() }),
-  { largeFileBytes: 12 * MB + 12345, raceRounds: 15, verifiesChecksums: true },
+  {
+    largeFileBytes: 12 * MB + 12345,
+    raceRounds: 15,
+    verifiesChecksums: true,
+    loseNextWriteAnswer: () => proxy.faults.push({ action: 's3:PutObject', kind: 'lost', times: 1 }),
+  },
 );
 
 describe('S3 stage specifics', () => {

@@ -20,6 +20,7 @@ import { clientToken } from '../src/warehouse/redshift-sql.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 import { freshDatabase, tempDir } from './helpers/env.js';
 import { FakeRedshiftData } from './helpers/redshift-data-server.js';
+import { until } from './helpers/time.js';
 import {
   failure,
   stageParts,
@@ -656,6 +657,41 @@ describe('Redshift warehouse contract: failures', () => {
     expect(err.exitCode).toBe(2);
     expect(err.message).toContain(`relation "trips_${counter}" already exists`);
     expect(err.hint).toContain('cannot see its columns');
+  });
+
+  it("a table another session creates while this load's CREATE TABLE waits (a killed run's load still running) is loaded into", async () => {
+    const j = job();
+    const killed = await stage([trips(1, 2)]);
+    const rerun = await stage([trips(1, 3)]);
+    // The killed run's batch has run its CREATE TABLE and is held, uncommitted, before its staging table.
+    const held = server.holdStatement(/^CREATE TEMP TABLE/);
+    const first = warehouse();
+    const firstLoad = first.load(j.request(killed));
+    const batchesOf = (runId: string) =>
+      server
+        .batches()
+        .filter((b) => b.subs.some((s) => s.sql.includes(runId.toLowerCase().replace(/[^a-z0-9]/g, '_'))));
+    const subOf = (runId: string, kind: RegExp) => batchesOf(runId)[0]?.subs.find((s) => kind.test(s.sql));
+    await until(() => subOf(killed.runId, /^CREATE TABLE/)?.status === 'FINISHED');
+    const second = warehouse();
+    const from = server.requests.length;
+    const secondLoad = second.load(j.request(rerun));
+    // The rerun's CREATE TABLE waits for the killed run's catalog row; then the killed run commits.
+    await until(
+      async () =>
+        (await server.admin("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'")).length > 0,
+    );
+    held.release();
+    expect(await firstLoad).toMatchObject({ rowsLoaded: 2 });
+    expect(await secondLoad).toMatchObject({ rowsLoaded: 3, rowsReplaced: 2 });
+    await Promise.all([first.close(), second.close()]);
+    const batches = requestsSince(from, 'BatchExecuteStatement');
+    expect(batches).toHaveLength(2);
+    const failed = batchesOf(rerun.runId).find((b) => b.status === 'FAILED');
+    expect(failed?.error).toMatch(
+      /duplicate key value violates unique constraint "pg_type_typname_nsp_index"/,
+    );
+    expect((await j.rows()).map((r) => r.id)).toEqual(['1', '2', '3']);
   });
 
   it('the Data API refusing the runner (AccessDeniedException): exit 5, listing the IAM actions', async () => {

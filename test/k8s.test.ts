@@ -3,7 +3,6 @@
  * validates strictly against the Kubernetes API schema (unknown fields fail), and what the
  * manifests promise (exit code policy, hardening, identity, egress) agrees with the code.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -11,13 +10,19 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { configSchema } from '../src/config/schema.js';
 import { EXIT_CODES } from '../src/errors.js';
 import { TERMINATION_DEADLINE_MS } from '../src/run/abort.js';
-import { tempDir } from './helpers/env.js';
+import { runProgram, tempDir } from './helpers/env.js';
 import { KUBERNETES_VERSION, validateManifest } from './helpers/k8s-schema.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
+
+/** A program's stdout; its stderr in the error when it fails. Never spawnSync: see runProgram. */
+async function output(command: string, args: string[]): Promise<string> {
+  const r = await runProgram(command, args);
+  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
 /** A kubectl with kustomize v5: $KUBECTL (.ci/run sets it), else what tools/kubectl.sh finds. */
-const KUBECTL =
-  process.env.KUBECTL || execFileSync('sh', [join(ROOT, 'tools/kubectl.sh')], { encoding: 'utf8' }).trim();
+const KUBECTL = process.env.KUBECTL || (await output('sh', [join(ROOT, 'tools/kubectl.sh')])).trim();
 const OVERLAYS = ['gke', 'eks', 'local'] as const;
 const tmp = tempDir('ns-k8s-');
 afterAll(() => tmp.cleanup());
@@ -25,13 +30,13 @@ afterAll(() => tmp.cleanup());
 // biome-ignore lint/suspicious/noExplicitAny: manifests are free-form YAML, read by path
 type Doc = Record<string, any>;
 
-function kustomize(dir: string): Doc[] {
-  const out = execFileSync(KUBECTL, ['kustomize', dir], { encoding: 'utf8' });
+async function kustomize(dir: string): Promise<Doc[]> {
+  const out = await output(KUBECTL, ['kustomize', dir]);
   return parseAllDocuments(out).map((d) => d.toJS() as Doc);
 }
 
 const rendered = Object.fromEntries(
-  OVERLAYS.map((o) => [o, kustomize(join(ROOT, 'k8s/overlays', o))]),
+  await Promise.all(OVERLAYS.map(async (o) => [o, await kustomize(join(ROOT, 'k8s/overlays', o))])),
 ) as Record<(typeof OVERLAYS)[number], Doc[]>;
 const find = (docs: Doc[], kind: string) => docs.find((d) => d.kind === kind) as Doc;
 const podSpec = (docs: Doc[]) => find(docs, 'CronJob').spec.jobTemplate.spec.template.spec;
@@ -58,14 +63,14 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
     });
   }
 
-  it('the IRSA component renders on the base and validates', () => {
+  it('the IRSA component renders on the base and validates', async () => {
     const dir = join(tmp.dir, 'irsa');
     mkdirSync(dir, { recursive: true });
     writeFileSync(
       join(dir, 'kustomization.yaml'),
       `resources: [${relative(dir, join(ROOT, 'k8s/base'))}]\ncomponents: [${relative(dir, join(ROOT, 'k8s/components/irsa-projected-token'))}]\n`,
     );
-    const docs = kustomize(dir);
+    const docs = await kustomize(dir);
     for (const doc of docs) expect(validateManifest(doc)).toEqual([]);
     const spec = podSpec(docs);
     expect(spec.automountServiceAccountToken).toBe(false);
@@ -235,9 +240,9 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
 });
 
 describe('the Airflow DAG and the KubeVela component', () => {
-  it('the DAG compiles and runs the image with XCom push and the same hardening', () => {
+  it('the DAG compiles and runs the image with XCom push and the same hardening', async () => {
     const path = join(ROOT, 'k8s/airflow/nightshift_dag.py');
-    execFileSync('python3', ['-m', 'py_compile', path]);
+    await output('python3', ['-m', 'py_compile', path]);
     const source = readFileSync(path, 'utf8');
     for (const needle of [
       'KubernetesPodOperator(',

@@ -28,6 +28,8 @@ export const LIMITS = {
   cliRun: scaled(120_000),
   /** Something a test waits for that normally happens within a second or two. */
   condition: scaled(30_000),
+  /** A production install (npm ci --omit=dev), when not cached. */
+  install: scaled(600_000),
   /** A server or child process to start listening. */
   startup: scaled(60_000),
 } as const;

@@ -24,7 +24,7 @@ import { heapMbFor } from '../src/memory.js';
 import { tableFacts } from './helpers/duck.js';
 import { freshDatabase, runProgram, sql } from './helpers/env.js';
 import { productionInstall, runInPod, treeBytes } from './helpers/pod.js';
-import { LIMITS } from './helpers/time.js';
+import { LIMITS, scaled } from './helpers/time.js';
 import { missingTool } from './helpers/tools.js';
 
 /** The Dockerfile's budget, and what the distroless nodejs20 base takes of it (glibc, libstdc++, CA certificates, node). */
@@ -52,7 +52,7 @@ function volume(): string {
 }
 
 /** Waits until the server has no nightshift session in the test database; returns how many remain. */
-async function serverSessions(timeoutMs = 3000): Promise<number> {
+async function serverSessions(timeoutMs = scaled(3000)): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const [row] = await sql<{ n: string }>(
@@ -248,7 +248,8 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     const took = Date.now() - signalledAt;
     process.stderr.write(`SIGTERM while planning to exit: ${took} ms\n`);
     expect(r.code, r.stdout + r.stderr).toBe(143);
-    expect(took).toBeLessThan(3000);
+    // The source query is cancelled, not waited for; the limit scales with the machine (test/helpers/time.ts).
+    expect(took).toBeLessThan(scaled(3000));
     expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143 });
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated' });
     expect(r.summary?.window).toBeNull();
@@ -298,7 +299,8 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     process.stderr.write(`SIGTERM to exit: ${took} ms\n`);
     expect(signalledAt).toBeGreaterThan(0);
     expect(r.code, r.stdout + r.stderr).toBe(143);
-    expect(took).toBeLessThan(10_000);
+    // Within the run's own hard deadline (9.5 s), before Kubernetes would SIGKILL the pod.
+    expect(took).toBeLessThan(scaled(10_000));
     expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143, rows_loaded: null });
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated', exit_code: 143 });
     expect(job.lease().released).toBe(true);

@@ -18,6 +18,7 @@ import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { duckQuery } from './helpers/duck.js';
 import { type CliResult, freshDatabase, runCli, spawnCli, sql, tempDir, writeConfig } from './helpers/env.js';
+import { scaled } from './helpers/time.js';
 import { GcpServer } from './helpers/gcp-server.js';
 import { FakeRedshiftData } from './helpers/redshift-data-server.js';
 import { type Fault as S3Fault, S3Proxy } from './helpers/s3-proxy.js';
@@ -693,101 +694,105 @@ describe('transient faults: a slow warehouse', () => {
 });
 
 describe('a moving source', () => {
-  it('fifty runs against concurrent inserts, updates and late commits; then an exact comparison', async () => {
-    const table = 'moving';
-    await sql(
-      dbUrl,
-      `CREATE TABLE ${table} (id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
-    );
-    const dir = join(tmp.dir, 'moving');
-    const warehouse = join(dir, 'warehouse.duckdb');
-    const config = writeConfig(
-      tmp.dir,
-      {
-        job: 'moving',
-        source: { url: dbUrl, table, cursor: 'updated_at', key: ['id'], lag: '1500ms' },
-        stage: { url: pathToFileURL(join(dir, 'stage')).href },
-        warehouse: { table: 'moving', mode: 'merge', duckdb: { path: warehouse } },
-        temp_dir: join(dir, 'tmp'),
-        log: { format: 'json' },
-      },
-      'moving.yaml',
-    );
-    let stop = false;
-    let nextId = 1;
-    // Writers: inserts, updates, and transactions that stay open (late commits within the lag).
-    const writer = async () => {
-      while (!stop) {
-        const first = nextId;
-        nextId += 50;
-        await sql(
-          dbUrl,
-          `INSERT INTO ${table} (id, amount) SELECT g, (g % 1000) / 10.0 FROM generate_series($1::bigint, $2::bigint) g`,
-          [first, first + 49],
-        );
-        await sql(
-          dbUrl,
-          `UPDATE ${table} SET amount = amount + 1, updated_at = clock_timestamp() WHERE id IN (SELECT id FROM ${table} ORDER BY random() LIMIT 20)`,
-        );
-        await sleep(20);
+  it(
+    'fifty runs against concurrent inserts, updates and late commits; then an exact comparison',
+    async () => {
+      const table = 'moving';
+      await sql(
+        dbUrl,
+        `CREATE TABLE ${table} (id bigint PRIMARY KEY, amount numeric(12,2) NOT NULL, updated_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+      );
+      const dir = join(tmp.dir, 'moving');
+      const warehouse = join(dir, 'warehouse.duckdb');
+      const config = writeConfig(
+        tmp.dir,
+        {
+          job: 'moving',
+          source: { url: dbUrl, table, cursor: 'updated_at', key: ['id'], lag: '1500ms' },
+          stage: { url: pathToFileURL(join(dir, 'stage')).href },
+          warehouse: { table: 'moving', mode: 'merge', duckdb: { path: warehouse } },
+          temp_dir: join(dir, 'tmp'),
+          log: { format: 'json' },
+        },
+        'moving.yaml',
+      );
+      let stop = false;
+      let nextId = 1;
+      // Writers: inserts, updates, and transactions that stay open (late commits within the lag).
+      const writer = async () => {
+        while (!stop) {
+          const first = nextId;
+          nextId += 50;
+          await sql(
+            dbUrl,
+            `INSERT INTO ${table} (id, amount) SELECT g, (g % 1000) / 10.0 FROM generate_series($1::bigint, $2::bigint) g`,
+            [first, first + 49],
+          );
+          await sql(
+            dbUrl,
+            `UPDATE ${table} SET amount = amount + 1, updated_at = clock_timestamp() WHERE id IN (SELECT id FROM ${table} ORDER BY random() LIMIT 20)`,
+          );
+          await sleep(20);
+        }
+      };
+      const lateWriter = async () => {
+        while (!stop) {
+          const id = nextId;
+          nextId += 1;
+          // updated_at is taken at insert; the commit lands up to 600 ms later, inside the lag.
+          await sql(
+            dbUrl,
+            `BEGIN; INSERT INTO ${table} (id, amount) VALUES (${id}, 1.50); SELECT pg_sleep(0.6); COMMIT;`,
+          );
+        }
+      };
+      const writers = [writer(), writer(), lateWriter()];
+      let runs = 0;
+      for (let i = 0; i < 50; i++) {
+        const r = await runCli(['run', '--config', config]);
+        expect(r.code, r.stdout.slice(-600) + r.stderr).toBe(0);
+        runs++;
       }
-    };
-    const lateWriter = async () => {
-      while (!stop) {
-        const id = nextId;
-        nextId += 1;
-        // updated_at is taken at insert; the commit lands up to 600 ms later, inside the lag.
-        await sql(
-          dbUrl,
-          `BEGIN; INSERT INTO ${table} (id, amount) VALUES (${id}, 1.50); SELECT pg_sleep(0.6); COMMIT;`,
-        );
+      stop = true;
+      await Promise.all(writers);
+      await sleep(1600); // past the lag: the last commits are now eligible
+      for (;;) {
+        const r = await runCli(['run', '--config', config]);
+        runs++;
+        if (r.summary?.status === 'no_new_rows') break;
+        expect(r.code).toBe(0);
       }
-    };
-    const writers = [writer(), writer(), lateWriter()];
-    let runs = 0;
-    for (let i = 0; i < 50; i++) {
-      const r = await runCli(['run', '--config', config]);
-      expect(r.code, r.stdout.slice(-600) + r.stderr).toBe(0);
-      runs++;
-    }
-    stop = true;
-    await Promise.all(writers);
-    await sleep(1600); // past the lag: the last commits are now eligible
-    for (;;) {
-      const r = await runCli(['run', '--config', config]);
-      runs++;
-      if (r.summary?.status === 'no_new_rows') break;
-      expect(r.code).toBe(0);
-    }
-    const [s] = await sql<{ rows: string; sum: string }>(
-      dbUrl,
-      `SELECT count(*) AS rows, sum(amount)::text AS sum FROM ${table}`,
-    );
-    const [w] = await duckQuery(
-      warehouse,
-      'SELECT count(*) AS rows, count(DISTINCT id) AS keys, sum(amount)::varchar AS sum FROM moving',
-    );
-    report.push({
-      fault:
-        'fifty incremental runs against concurrent inserts, updates and commits arriving late within the lag',
-      runs,
-      lost: Math.max(0, Number(s.rows) - Number(w.keys)),
-      doubled: Number(w.rows) - Number(w.keys),
-    });
-    expect({ rows: Number(w.rows), keys: Number(w.keys), sum: String(w.sum) }).toEqual({
-      rows: Number(s.rows),
-      keys: Number(s.rows),
-      sum: s.sum,
-    });
-    // Every row's latest version arrived, not just the right totals.
-    const latest = await sql<{ id: string; amount: string }>(
-      dbUrl,
-      `SELECT id::text, amount::text FROM ${table} ORDER BY id`,
-    );
-    const loaded = await duckQuery(
-      warehouse,
-      'SELECT id::varchar AS id, amount::varchar AS amount FROM moving ORDER BY id',
-    );
-    expect(loaded).toEqual(latest);
-  }, 600_000);
+      const [s] = await sql<{ rows: string; sum: string }>(
+        dbUrl,
+        `SELECT count(*) AS rows, sum(amount)::text AS sum FROM ${table}`,
+      );
+      const [w] = await duckQuery(
+        warehouse,
+        'SELECT count(*) AS rows, count(DISTINCT id) AS keys, sum(amount)::varchar AS sum FROM moving',
+      );
+      report.push({
+        fault:
+          'fifty incremental runs against concurrent inserts, updates and commits arriving late within the lag',
+        runs,
+        lost: Math.max(0, Number(s.rows) - Number(w.keys)),
+        doubled: Number(w.rows) - Number(w.keys),
+      });
+      expect({ rows: Number(w.rows), keys: Number(w.keys), sum: String(w.sum) }).toEqual({
+        rows: Number(s.rows),
+        keys: Number(s.rows),
+        sum: s.sum,
+      });
+      // Every row's latest version arrived, not just the right totals.
+      const latest = await sql<{ id: string; amount: string }>(
+        dbUrl,
+        `SELECT id::text, amount::text FROM ${table} ORDER BY id`,
+      );
+      const loaded = await duckQuery(
+        warehouse,
+        'SELECT id::varchar AS id, amount::varchar AS amount FROM moving ORDER BY id',
+      );
+      expect(loaded).toEqual(latest);
+    },
+    scaled(600_000),
+  );
 });

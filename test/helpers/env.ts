@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { stringify } from 'yaml';
+import { LIMITS } from './time.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/src/cli.js');
 
@@ -136,7 +137,7 @@ export async function runCli(
   options: { onSpawn?: (pid: number) => void; timeoutMs?: number } = {},
 ): Promise<CliResult> {
   const { child, done } = spawnCli(args, env);
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? LIMITS.cliRun);
   if (child.pid) options.onSpawn?.(child.pid);
   try {
     return await done;

@@ -41,6 +41,8 @@ export interface StoreSuiteOptions {
    * SDK retries it; absent where a store cannot lose an answer (a local directory).
    */
   readonly loseNextWriteAnswer?: () => void;
+  /** Why the suite cannot run here (a server missing): its cases are skipped. */
+  readonly skip?: string;
 }
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
@@ -88,7 +90,7 @@ export function objectStoreSuite(
   makeFixture: () => Promise<StoreFixture>,
   options: StoreSuiteOptions,
 ): void {
-  describe(`ObjectStore suite: ${name}`, () => {
+  describe.skipIf(!!options.skip)(`ObjectStore suite: ${name}`, () => {
     let fixture: StoreFixture;
     let store: ObjectStore;
     let dir: string;

@@ -9,8 +9,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
-import { scaled } from './helpers/time.js';
 import { GcpServer, type Permission } from './helpers/gcp-server.js';
+import { scaled } from './helpers/time.js';
 import { failsThenRecovers, raceRounds, tripsJob } from './helpers/trips-job.js';
 
 const SA = 'nightshift@acme-data.iam.gserviceaccount.com';

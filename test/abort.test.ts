@@ -10,9 +10,8 @@ describe('untilAborted', () => {
     const waiting = untilAborted(never, controller.signal);
     const reason = new NightshiftError('terminated', 'stopped by SIGTERM');
     setTimeout(() => controller.abort(reason), 20);
-    const started = Date.now();
+    // The work never settles: were the abort not enough, this would wait until the test's limit.
     await expect(waiting).rejects.toBe(reason);
-    expect(Date.now() - started).toBeLessThan(1000);
   });
 
   it('settles like the work when no signal comes, and swallows a late failure after an abort', async () => {

@@ -5,12 +5,13 @@
  * signal stops the server: at once when nothing else handles it, after the run when the demo's
  * run does (the package's own signal hooks stopped it under the run, and the demo crashed).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { CLI, childOutcome, tempDir } from './helpers/env.js';
+import { CLI, childOutcome, runProgram, tempDir } from './helpers/env.js';
+import { LIMITS } from './helpers/time.js';
 
 /** Whether something listens on the loopback port. */
 function listening(port: number): Promise<boolean> {
@@ -36,24 +37,23 @@ describe('the embedded PostgreSQL', () => {
       await server.stop();
       process.exitCode = ${exitCode};
     `;
-    return spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      encoding: 'utf8',
-      timeout: 120_000,
+    return runProgram(process.execPath, ['--input-type=module', '-e', script], {
+      timeoutMs: LIMITS.startup,
     });
   };
 
-  it('starts and stops, and the process that used it exits with its own failure code', () => {
-    const r = run(3);
-    expect(r.status, r.stderr).toBe(3);
+  it('starts and stops, and the process that used it exits with its own failure code', async () => {
+    const r = await run(3);
+    expect(r.code, r.stderr).toBe(3);
   });
 
-  it('a process that used it and succeeded exits 0, with nothing on stderr', () => {
-    const r = run(0);
+  it('a process that used it and succeeded exits 0, with nothing on stderr', async () => {
+    const r = await run(0);
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
   });
 
-  it('stop() returns when the server already ended on its own (Ctrl-C reaches it too)', () => {
+  it('stop() returns when the server already ended on its own (Ctrl-C reaches it too)', async () => {
     const script = `
       const { readFileSync } = await import('node:fs');
       const pg = (await import('pg')).default;
@@ -73,12 +73,11 @@ describe('the embedded PostgreSQL', () => {
       await server.stop();
       process.exitCode = 7;
     `;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      encoding: 'utf8',
-      timeout: 120_000,
+    const r = await runProgram(process.execPath, ['--input-type=module', '-e', script], {
+      timeoutMs: LIMITS.startup,
       cwd: join(import.meta.dirname, '..'),
     });
-    expect(r.status, r.stderr).toBe(7);
+    expect(r.code, r.stderr).toBe(7);
   });
 
   it('a signal nobody handles stops the server and ends the process as the signal does', async () => {

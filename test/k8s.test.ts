@@ -5,7 +5,6 @@
  * (exit code policy, hardening, identity, egress) agrees with the code. The KubeVela component is
  * evaluated with CUE and must render the overlays' pod; the Airflow DAG is read with Python's ast.
  */
-import { execFileSync } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,13 +14,19 @@ import { Redactor } from '../src/config/redact.js';
 import type { Config } from '../src/config/schema.js';
 import { EXIT_CODES } from '../src/errors.js';
 import { TERMINATION_DEADLINE_MS } from '../src/core/abort.js';
-import { tempDir } from './helpers/env.js';
+import { runProgram, tempDir } from './helpers/env.js';
 import { KUBERNETES_VERSION, validateManifest } from './helpers/k8s-schema.js';
 
 const ROOT = resolve(import.meta.dirname, '..');
+
+/** A program's stdout; its stderr in the error when it fails. Never spawnSync: see runProgram. */
+async function output(command: string, args: string[]): Promise<string> {
+  const r = await runProgram(command, args);
+  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
 /** A kubectl with kustomize v5: $KUBECTL (.ci/run sets it), else what tools/kubectl.sh finds. */
-const KUBECTL =
-  process.env.KUBECTL || execFileSync('sh', [join(ROOT, 'tools/kubectl.sh')], { encoding: 'utf8' }).trim();
+const KUBECTL = process.env.KUBECTL || (await output('sh', [join(ROOT, 'tools/kubectl.sh')])).trim();
 const OVERLAYS = ['gke', 'eks', 'local'] as const;
 const tmp = tempDir('ns-k8s-');
 afterAll(() => tmp.cleanup());
@@ -29,13 +34,13 @@ afterAll(() => tmp.cleanup());
 // biome-ignore lint/suspicious/noExplicitAny: manifests are free-form YAML, read by path
 type Doc = Record<string, any>;
 
-function kustomize(dir: string): Doc[] {
-  const out = execFileSync(KUBECTL, ['kustomize', dir], { encoding: 'utf8' });
+async function kustomize(dir: string): Promise<Doc[]> {
+  const out = await output(KUBECTL, ['kustomize', dir]);
   return parseAllDocuments(out).map((d) => d.toJS() as Doc);
 }
 
 /** A kustomization in a temp folder over `resources` and `components` of the repository. */
-function kustomizeOver(name: string, resources: string[], components: string[] = []): Doc[] {
+async function kustomizeOver(name: string, resources: string[], components: string[] = []): Promise<Doc[]> {
   const dir = join(tmp.dir, name);
   mkdirSync(dir, { recursive: true });
   const rel = (paths: string[]) => paths.map((p) => relative(dir, join(ROOT, p))).join(', ');
@@ -47,7 +52,7 @@ function kustomizeOver(name: string, resources: string[], components: string[] =
 }
 
 const rendered = Object.fromEntries(
-  OVERLAYS.map((o) => [o, kustomize(join(ROOT, 'k8s/overlays', o))]),
+  await Promise.all(OVERLAYS.map(async (o) => [o, await kustomize(join(ROOT, 'k8s/overlays', o))])),
 ) as Record<(typeof OVERLAYS)[number], Doc[]>;
 const find = (docs: Doc[], kind: string, name?: string) =>
   docs.find((d) => d.kind === kind && (name === undefined || d.metadata.name === name)) as Doc;
@@ -108,8 +113,8 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
     });
   }
 
-  it('the IRSA component renders on the EKS overlay, with the role its ServiceAccount names', () => {
-    const docs = kustomizeOver('irsa', ['k8s/overlays/eks'], ['k8s/components/irsa-projected-token']);
+  it('the IRSA component renders on the EKS overlay, with the role its ServiceAccount names', async () => {
+    const docs = await kustomizeOver('irsa', ['k8s/overlays/eks'], ['k8s/components/irsa-projected-token']);
     for (const doc of docs) expect(validateManifest(doc)).toEqual([]);
     const spec = podSpec(docs);
     expect(spec.automountServiceAccountToken).toBe(false);
@@ -122,8 +127,8 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
     expect(podEnv(docs).AWS_ROLE_ARN).toBe(role);
   });
 
-  it('without-cronjob leaves everything an overlay makes but the CronJob, for another scheduler', () => {
-    const docs = kustomizeOver('without-cronjob', ['k8s/overlays/gke'], ['k8s/components/without-cronjob']);
+  it('without-cronjob leaves everything an overlay makes but the CronJob, for another scheduler', async () => {
+    const docs = await kustomizeOver('without-cronjob', ['k8s/overlays/gke'], ['k8s/components/without-cronjob']);
     const kinds = (list: Doc[]) => list.map((d) => `${d.kind}/${d.metadata.name}`).sort();
     expect(kinds(docs)).toEqual(kinds(rendered.gke.filter((d) => d.kind !== 'CronJob')));
     expect(docs).toEqual(rendered.gke.filter((d) => d.kind !== 'CronJob'));
@@ -241,7 +246,7 @@ describe('the overlays are driven by their params.env alone', () => {
       expect(podSpec(docs).containers[0].image).toBe(params.IMAGE);
     });
 
-    it(`${overlay}: a parameter changes every place that uses it, and nothing else holds it`, () => {
+    it(`${overlay}: a parameter changes every place that uses it, and nothing else holds it`, async () => {
       const copy = join(tmp.dir, `fresh-${overlay}`);
       cpSync(join(ROOT, 'k8s'), copy, { recursive: true });
       const example = readParams(join(ROOT, 'k8s/overlays', overlay, 'params.env'));
@@ -252,7 +257,7 @@ describe('the overlays are driven by their params.env alone', () => {
           .map(([k, v]) => `${k}=${v}\n`)
           .join(''),
       );
-      const docs = kustomize(join(copy, 'overlays', overlay));
+      const docs = await kustomize(join(copy, 'overlays', overlay));
       for (const doc of docs) expect(validateManifest(doc)).toEqual([]);
       const all = leaves(docs, `${overlay}-fresh`);
       for (const [key, value] of Object.entries(fresh)) {
@@ -415,7 +420,7 @@ describe('the CronJob keeps the promises of the exit code contract and the pod',
  * The keyword arguments of the DAG's KubernetesPodOperator: literals as values, anything else
  * as its source text. Read with Python's own parser; Airflow is not installed here.
  */
-function dagOperator(path: string): Record<string, unknown> {
+async function dagOperator(path: string): Promise<Record<string, unknown>> {
   const script = `
 import ast, json, sys
 tree = ast.parse(open(sys.argv[1]).read())
@@ -427,7 +432,7 @@ def value(node):
         return ast.unparse(node)
 print(json.dumps([{k.arg: value(k.value) for k in c.keywords} for c in calls]))
 `;
-  const calls = JSON.parse(execFileSync('python3', ['-c', script, path], { encoding: 'utf8' }));
+  const calls = JSON.parse(await output('python3', ['-c', script, path]));
   expect(calls).toHaveLength(1);
   return calls[0];
 }
@@ -468,10 +473,10 @@ function samePod(spec: Doc): Doc {
 }
 
 describe('the Airflow DAG and the KubeVela component', () => {
-  it('the DAG backfills its data interval in the overlay pod and reads the summary from XCom', () => {
+  it('the DAG backfills its data interval in the overlay pod and reads the summary from XCom', async () => {
     const path = join(ROOT, 'k8s/airflow/nightshift_dag.py');
-    execFileSync('python3', ['-m', 'py_compile', path]);
-    const op = dagOperator(path);
+    await output('python3', ['-m', 'py_compile', path]);
+    const op = await dagOperator(path);
     expect(op.arguments).toEqual([
       'backfill',
       '--from',

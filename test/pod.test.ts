@@ -2,9 +2,9 @@
  * The image as a pod, without a container engine: the production install run by bubblewrap as
  * uid 1000 with a read-only root, a size-limited tmpfs at /tmp and a 1 GiB memory limit
  * (test/helpers/pod.ts). A real run, a run whose /tmp is too small, and a SIGTERM mid-run. Also
- * the image size budget and the start time of `nightshift --version`.
+ * the image size budget. Without bubblewrap the pod cases are skipped with a notice
+ * (test/helpers/tools.ts); CI requires it.
  */
-import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   existsSync,
@@ -22,8 +22,10 @@ import { stringify } from 'yaml';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
 import { heapMbFor } from '../src/memory.js';
 import { tableFacts } from './helpers/duck.js';
-import { freshDatabase, sql } from './helpers/env.js';
-import { bwrapUnavailable, productionInstall, runInPod, treeBytes } from './helpers/pod.js';
+import { freshDatabase, runProgram, sql } from './helpers/env.js';
+import { productionInstall, runInPod, treeBytes } from './helpers/pod.js';
+import { LIMITS, scaled } from './helpers/time.js';
+import { missingTool } from './helpers/tools.js';
 
 /**
  * The Dockerfile's budget, and what the distroless nodejs24 base takes of it (glibc, libstdc++,
@@ -34,15 +36,15 @@ const IMAGE_BUDGET_MB = 275;
 const BASE_IMAGE_ALLOWANCE_MB = 160;
 const GiB = 2 ** 30;
 
-const unavailable = bwrapUnavailable();
+const unavailable = await missingTool('bwrap');
 let app: string;
 let dbUrl: string;
 const volumes: string[] = [];
 
 beforeAll(async () => {
-  app = productionInstall();
+  app = await productionInstall();
   dbUrl = await freshDatabase();
-}, 600_000);
+}, LIMITS.install);
 afterAll(() => {
   for (const v of volumes) rmSync(v, { recursive: true, force: true });
 });
@@ -54,7 +56,7 @@ function volume(): string {
 }
 
 /** Waits until the server has no nightshift session in the test database; returns how many remain. */
-async function serverSessions(timeoutMs = 3000): Promise<number> {
+async function serverSessions(timeoutMs = scaled(3000)): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const [row] = await sql<{ n: string }>(
@@ -118,7 +120,7 @@ describe('the image', () => {
       expect(existsSync(join(app, 'node_modules', dev)), dev).toBe(false);
   });
 
-  it('loads every lazily imported SDK and native module after the prune', () => {
+  it('loads every lazily imported SDK and native module after the prune', async () => {
     // What adapters import only when their backend is chosen: a prune that removed too much
     // would only show in production, on the first run against that backend.
     const modules = [
@@ -136,40 +138,30 @@ describe('the image', () => {
       '@aws-sdk/nested-clients/sts',
     ];
     const script = `for (const m of ${JSON.stringify(modules)}) await import(m);`;
-    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+    const r = await runProgram(process.execPath, ['--input-type=module', '-e', script], {
       cwd: app,
-      encoding: 'utf8',
       env: { PATH: process.env.PATH, SNOWFLAKE_DISABLE_PLATFORM_DETECTION: 'true' },
     });
-    expect(r.status, r.stderr).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
   });
 
-  it("starts through the image's `nightshift` command (docker/nightshift), which needs no shell", () => {
+  it("starts through the image's `nightshift` command (docker/nightshift), which needs no shell", async () => {
     const stub = join(volume(), 'nightshift');
     const text = readFileSync(join(import.meta.dirname, '../docker/nightshift'), 'utf8');
     expect(text.startsWith('#!/nodejs/bin/node\n')).toBe(true);
     // The same file with this machine's node and the install's path for the image's /app.
     writeFileSync(stub, text.replace('/nodejs/bin/node', process.execPath).replace('/app/', `${app}/`));
     chmodSync(stub, 0o755);
-    const r = spawnSync(stub, ['--version'], { encoding: 'utf8' });
-    expect(r.status, r.stderr).toBe(0);
+    const r = await runProgram(stub, ['--version']);
+    expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(join(app, 'package.json'), 'utf8')).version);
-    expect(spawnSync(stub, ['fly'], { encoding: 'utf8' }).status).toBe(2);
+    expect((await runProgram(stub, ['fly'])).code).toBe(2);
   });
 
-  it('answers --version through the entrypoint in under 150 ms', () => {
-    const times: number[] = [];
-    for (let i = 0; i < 5; i++) {
-      const start = process.hrtime.bigint();
-      const r = spawnSync(process.execPath, [join(app, 'dist/src/launch.js'), '--version'], {
-        encoding: 'utf8',
-      });
-      times.push(Number(process.hrtime.bigint() - start) / 1e6);
-      expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
-    }
-    const median = times.sort((a, b) => a - b)[2];
-    process.stderr.write(`nightshift --version: median ${median.toFixed(0)} ms\n`);
-    expect(median).toBeLessThan(150);
+  it('answers --version through the entrypoint (its start time is in npm run bench)', async () => {
+    const r = await runProgram(process.execPath, [join(app, 'dist/src/launch.js'), '--version']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(JSON.parse(readFileSync(join(app, 'package.json'), 'utf8')).version);
   });
 });
 
@@ -260,7 +252,8 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     const took = Date.now() - signalledAt;
     process.stderr.write(`SIGTERM while planning to exit: ${took} ms\n`);
     expect(r.code, r.stdout + r.stderr).toBe(143);
-    expect(took).toBeLessThan(3000);
+    // The source query is cancelled, not waited for; the limit scales with the machine (test/helpers/time.ts).
+    expect(took).toBeLessThan(scaled(3000));
     expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143 });
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated' });
     expect(r.summary?.window).toBeNull();
@@ -310,7 +303,8 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     process.stderr.write(`SIGTERM to exit: ${took} ms\n`);
     expect(signalledAt).toBeGreaterThan(0);
     expect(r.code, r.stdout + r.stderr).toBe(143);
-    expect(took).toBeLessThan(10_000);
+    // Within the run's own hard deadline (9.5 s), before Kubernetes would SIGKILL the pod.
+    expect(took).toBeLessThan(scaled(10_000));
     expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143, rows_loaded: null });
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated', exit_code: 143 });
     expect(job.lease().released).toBe(true);
@@ -343,11 +337,5 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(again.summary).toMatchObject({ rows_loaded: ROWS });
     expect(await job.loaded()).toBe(ROWS);
-  });
-});
-
-describe('the pod simulation', () => {
-  it('has bubblewrap (CI installs it; .ci/run)', () => {
-    expect(unavailable).toBeUndefined();
   });
 });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
 import { GcpServer, type Permission } from './helpers/gcp-server.js';
+import { scaled } from './helpers/time.js';
 import { failsThenRecovers, raceRounds, tripsJob } from './helpers/trips-job.js';
 
 const SA = 'nightshift@acme-data.iam.gserviceaccount.com';
@@ -200,7 +201,7 @@ describe('nightshift run on a Cloud Storage stage', () => {
     const stopMs = Date.now() - killedAt;
     server.clearFaults();
     expect(stopped.code, stopped.stdout.slice(-1500)).toBe(143);
-    expect(stopMs).toBeLessThan(10_000);
+    expect(stopMs).toBeLessThan(scaled(10_000));
     expect(server.calls.slice(start).some((c) => c.method === 'DELETE' && c.query.upload_id)).toBe(true);
     expect(server.pendingUploads()).toBe(0);
     const rerun = await job.run();

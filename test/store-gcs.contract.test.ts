@@ -60,7 +60,12 @@ afterAll(async () => {
 objectStoreSuite(
   'gcs (contract server: JSON API generations, resumable sessions, CRC32C)',
   async () => ({ store: gcsStore(), pendingUploads: async () => server.pendingUploads() }),
-  { largeFileBytes: 3 * MB + 12345, raceRounds: 15, verifiesChecksums: true },
+  {
+    largeFileBytes: 3 * MB + 12345,
+    raceRounds: 15,
+    verifiesChecksums: true,
+    loseNextWriteAnswer: () => server.failNext(1, 'lost', { method: 'POST' }),
+  },
 );
 
 describe('Cloud Storage stage specifics (contract)', () => {
@@ -156,7 +161,7 @@ describe('Cloud Storage stage specifics (contract)', () => {
     expect(err).toBeInstanceOf(PreconditionFailedError);
     // The same through the state writer: it reads the object back and finds its own bytes.
     server.failNext(1, 'lost', { method: 'POST' });
-    const info = await putState(store, 'state/checkpoint.json', '{"b":2}', { ifNoneMatch: true });
+    const info = await putState(store, 'state/checkpoint.json', { b: 2 }, { ifNoneMatch: true });
     expect(info.etag).toBe(server.object(BUCKET, `${store.prefix}/state/checkpoint.json`)?.generation);
   });
 

@@ -55,7 +55,12 @@ afterAll(async () => {
 objectStoreSuite(
   's3 (s3rver behind a proxy that enforces S3 preconditions and checksums)',
   async () => ({ store: s3Store(), pendingUploads: async () => proxy.pendingUploads() }),
-  { largeFileBytes: 12 * MB + 12345, raceRounds: 15, verifiesChecksums: true },
+  {
+    largeFileBytes: 12 * MB + 12345,
+    raceRounds: 15,
+    verifiesChecksums: true,
+    loseNextWriteAnswer: () => proxy.faults.push({ action: 's3:PutObject', kind: 'lost', times: 1 }),
+  },
 );
 
 describe('S3 stage specifics', () => {
@@ -178,15 +183,17 @@ describe('S3 stage specifics', () => {
     }
   });
 
-  it('If-Match on a missing key is a lost compare-and-swap whether S3 answers 412 or 404', async () => {
+  it('If-Match on a missing key is a lost compare-and-swap whether S3 answers 404 (as it does) or 412', async () => {
     const store = s3Store();
-    proxy.ifMatchOnMissing = 'NoSuchKey';
     try {
-      await expect(store.put('job/state/gone.json', 'x', { ifMatch: '"abc"' })).rejects.toBeInstanceOf(
-        PreconditionFailedError,
-      );
+      for (const answer of ['NoSuchKey', 'PreconditionFailed'] as const) {
+        proxy.ifMatchOnMissing = answer;
+        await expect(store.put('job/state/gone.json', 'x', { ifMatch: '"abc"' })).rejects.toBeInstanceOf(
+          PreconditionFailedError,
+        );
+      }
     } finally {
-      proxy.ifMatchOnMissing = 'PreconditionFailed';
+      proxy.ifMatchOnMissing = 'NoSuchKey';
       await store.close();
     }
   });

@@ -244,6 +244,11 @@ describe('Redshift errors', () => {
       ['ERROR: schema "raw" does not exist', 2, /CREATE SCHEMA raw/],
       ['ERROR: relation "t" already exists', 2, /cannot see its columns/],
       [
+        'ERROR: duplicate key value violates unique constraint "pg_type_typname_nsp_index"',
+        75,
+        /created the same table/,
+      ],
+      [
         "ERROR: Spectrum Scan Error: incompatible Parquet schema for column 'fare'",
         2,
         /align the column types/,

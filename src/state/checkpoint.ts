@@ -75,7 +75,7 @@ export async function claimCheckpoint(
     const info = await putState(
       store,
       checkpointKey(job),
-      JSON.stringify(record, null, 2),
+      record,
       current ? { ifMatch: current.etag } : { ifNoneMatch: true },
     );
     return { record, etag: info.etag };
@@ -112,7 +112,7 @@ export async function commitCheckpoint(
     rows_total: claimed.record.rows_total + update.rows,
   };
   try {
-    await putState(store, checkpointKey(record.job), JSON.stringify(record, null, 2), {
+    await putState(store, checkpointKey(record.job), record, {
       ifMatch: claimed.etag,
     });
   } catch (err) {

@@ -79,7 +79,7 @@ export class Lease {
         const info = await putState(
           store,
           key,
-          JSON.stringify(record, null, 2),
+          record,
           current ? { ifMatch: current.info.etag } : { ifNoneMatch: true },
         );
         const lease = new Lease(options, record, info.etag);
@@ -131,14 +131,9 @@ export class Lease {
     const now = (this.options.now ?? Date.now)();
     const next = { ...this.record, expires_at: new Date(now + this.options.ttlMs).toISOString() };
     try {
-      const info = await putState(
-        this.options.store,
-        leaseKey(this.options.job),
-        JSON.stringify(next, null, 2),
-        {
-          ifMatch: this.etag,
-        },
-      );
+      const info = await putState(this.options.store, leaseKey(this.options.job), next, {
+        ifMatch: this.etag,
+      });
       this.record = next;
       this.etag = info.etag;
     } catch (err) {
@@ -174,7 +169,7 @@ export class Lease {
     const now = (this.options.now ?? Date.now)();
     const next = { ...this.record, released: true, expires_at: new Date(now).toISOString() };
     try {
-      await putState(this.options.store, leaseKey(this.options.job), JSON.stringify(next, null, 2), {
+      await putState(this.options.store, leaseKey(this.options.job), next, {
         ifMatch: this.etag,
       });
     } catch (err) {

@@ -5,7 +5,19 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import {
+  copyFile,
+  type FileHandle,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  rm,
+  stat,
+  unlink,
+} from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -43,6 +55,32 @@ async function isStale(lock: string): Promise<boolean> {
   const [host, pid] = owner.split(' ');
   if (host === hostname() && Number(pid) > 0 && !alive(Number(pid))) return true;
   return age > STALE_LOCK_MS;
+}
+
+/**
+ * Removes a stale lock. Racers that all found it stale must not each remove whatever lock is
+ * there by then: a late one would remove the fresh lock of the first and both would enter the
+ * critical section (two compare-and-swaps winning). So a breaker first takes `<lock>.break`
+ * (create-exclusive), checks again while holding it that the lock is still stale, and only then
+ * removes it: the lock can change in between only by a breaker's hand, and there is one.
+ */
+async function breakStale(lock: string): Promise<void> {
+  const breaker = `${lock}.break`;
+  let handle: FileHandle;
+  try {
+    handle = await open(breaker, 'wx');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    // Another process is breaking it; a breaker killed midway leaves a break lock that goes stale.
+    if (await isStale(breaker)) await unlink(breaker).catch(() => undefined);
+    return;
+  }
+  try {
+    await handle.writeFile(LOCK_OWNER).finally(() => handle.close());
+    if (await isStale(lock)) await unlink(lock).catch(() => undefined);
+  } finally {
+    await unlink(breaker).catch(() => undefined);
+  }
 }
 
 function alive(pid: number): boolean {
@@ -167,9 +205,7 @@ export class LocalStore implements ObjectStore {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         if (await isStale(lock)) {
-          // Break a lock left by a killed process: rename is atomic, so only one breaker wins.
-          await rename(lock, `${lock}.${randomBytes(4).toString('hex')}.stale`).catch(() => undefined);
-          await this.sweepStale(target);
+          await breakStale(lock);
           continue;
         }
         if (Date.now() > deadline) {
@@ -184,14 +220,6 @@ export class LocalStore implements ObjectStore {
       return await fn();
     } finally {
       await unlink(lock).catch(() => undefined);
-    }
-  }
-
-  private async sweepStale(target: string): Promise<void> {
-    const dir = dirname(target);
-    const base = `${target.slice(dir.length + 1)}.lock.`;
-    for (const name of await readdir(dir).catch(() => [] as string[])) {
-      if (name.startsWith(base) && name.endsWith('.stale')) await rm(join(dir, name), { force: true });
     }
   }
 

@@ -168,8 +168,28 @@ interface Rule {
   readonly hint: (ctx: StatementContext, scope: ErrorScope, match: RegExpExecArray) => string | undefined;
 }
 
+/**
+ * Two sessions creating one table at once: the later CREATE TABLE waits on the earlier one's
+ * catalog row and fails on its unique index when that commits, or, if it commits first, finds the
+ * relation there. Both are left to a later attempt; `relation ... already exists` alone is also
+ * what a table the user cannot see gives, which the load tells apart by looking again.
+ */
+const CONCURRENT_CREATE =
+  /duplicate key value violates unique constraint "pg_(type_typname|class_relname)_nsp_index"/i;
+
+/** Whether a CREATE TABLE failed because another session created the same table meanwhile. */
+export function isConcurrentCreate(text: string): boolean {
+  return CONCURRENT_CREATE.test(text) || /relation "[^"]+" already exists/i.test(text);
+}
+
 /** Redshift's error texts, most specific first. */
 const RULES: readonly Rule[] = [
+  {
+    test: CONCURRENT_CREATE,
+    code: 'transient',
+    hint: () =>
+      'another session created the same table at the same moment (often the load of a killed run, still running); the next run loads into it',
+  },
   {
     test: /serializable isolation violation|\b1023\b|conflict with concurrent transaction|deadlock detected|could not obtain lock|lock timeout/i,
     code: 'transient',

@@ -31,7 +31,13 @@ import { dataPrefix } from '../core/layout.js';
 import type { Window } from '../core/window.js';
 import type { ObjectStore } from '../store/store.js';
 import { redshiftAccess } from './grants.js';
-import { apiError, type ErrorScope, type StatementContext, statementFailure } from './redshift-errors.js';
+import {
+  apiError,
+  type ErrorScope,
+  isConcurrentCreate,
+  type StatementContext,
+  statementFailure,
+} from './redshift-errors.js';
 import {
   clientToken,
   copyManifest,
@@ -141,6 +147,24 @@ export class RedshiftWarehouse implements Warehouse {
     const target = tableName(request.table, this.options.schema);
     const existing = await this.describe(target, request.signal);
     const manifestUrl = request.files.length ? await this.writeManifest(request) : undefined;
+    const load = { request, target, manifestUrl };
+    const ended = await this.submitLoad(load, existing);
+    if (!existing && createRaced(ended)) {
+      // Another session created the table between our look and our CREATE TABLE (typically the
+      // load of a killed run of this job, still running): look again and load into its table.
+      const created = await this.describe(target, request.signal);
+      if (created) return this.outcome(await this.submitLoad(load, created, 'table created meanwhile'), load);
+    }
+    return this.outcome(ended, load);
+  }
+
+  /** Plans the load transaction for the table as it is, submits it, and waits for it to end. */
+  private async submitLoad(
+    load: { request: LoadRequest; target: TableName; manifestUrl: string | undefined },
+    existing: Map<string, TableColumn> | undefined,
+    resubmission?: string,
+  ): Promise<DescribeStatementResponse> {
+    const { request, target, manifestUrl } = load;
     const staging = stagingName(request.runId);
     const { steps, parameters } = loadStatements({
       mode: request.mode,
@@ -162,14 +186,14 @@ export class RedshiftWarehouse implements Warehouse {
       statementTimeoutMs: this.options.statementTimeoutMs,
     });
     const ctx = { action: `load ${request.files.length} files into ${target.sql}` };
+    const token = loadToken(request, target, ...(resubmission ? [resubmission] : []));
     const id = await this.submitBatch(
       steps.map((s) => s.sql),
       parameters,
-      loadToken(request, target),
+      token,
       ctx,
     );
-    const ended = await this.wait(id, ctx, request.signal);
-    return this.outcome(ended, { request, target, manifestUrl });
+    return this.wait(id, ctx, request.signal);
   }
 
   /** Writes the COPY manifest of the run's files into the run's folder; returns its URL. */
@@ -474,7 +498,7 @@ export class RedshiftWarehouse implements Warehouse {
  * load submitted again (a response lost on the way back, or the step retried) gets the batch
  * the first submission started, and a run loads its files at most once.
  */
-function loadToken(request: LoadRequest, target: TableName): string {
+function loadToken(request: LoadRequest, target: TableName, ...more: string[]): string {
   const files = request.files.map((f) => `${f.url}:${f.bytes}`);
   return clientToken(
     'nightshift-load',
@@ -484,6 +508,17 @@ function loadToken(request: LoadRequest, target: TableName): string {
     request.mode,
     String(request.expectedRows),
     ...files,
+    ...more,
+  );
+}
+
+/** Whether a batch failed at its CREATE TABLE because another session created the same table. */
+function createRaced(ended: DescribeStatementResponse): boolean {
+  const failed = ended.SubStatements?.find((s) => s.Status === 'FAILED');
+  return (
+    ended.Status === 'FAILED' &&
+    stepKind(failed?.QueryString ?? '') === 'create' &&
+    isConcurrentCreate(failed?.Error ?? '')
   );
 }
 

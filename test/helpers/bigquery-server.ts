@@ -1,7 +1,7 @@
 /**
  * A local HTTP server that answers as the documented BigQuery REST API v2 does, for contract
  * tests that drive the real @google-cloud/bigquery SDK:
- *   datasets.get, tables.get/insert/patch/delete, jobs.insert/get/cancel, jobs.getQueryResults,
+ *   datasets.get, tables.list/get/insert/patch/delete, jobs.insert/get/cancel, jobs.getQueryResults,
  * with job states PENDING -> RUNNING -> DONE, `status.errorResult` + `status.errors` on failed
  * jobs, 409 `duplicate` for a reused job id, and ErrorProto bodies (`{error: {code, message,
  * errors: [{reason, message}], status}}`). It also answers as the GCE/GKE metadata server
@@ -220,6 +220,7 @@ export class BigQueryContractServer {
     if (m && call.method === 'GET') return this.getDataset(m[1], m[2]);
     m = /^\/projects\/([^/]+)\/datasets\/([^/]+)\/tables$/.exec(p);
     if (m && call.method === 'POST') return this.insertTable(m[1], m[2], call.body);
+    if (m && call.method === 'GET') return this.listTables(m[1], m[2]);
     m = /^\/projects\/([^/]+)\/datasets\/([^/]+)\/tables\/([^/]+)$/.exec(p);
     if (m) return this.table(call.method, `${m[1]}:${m[2]}.${decodeURIComponent(m[3])}`, call.body);
     m = /^\/projects\/([^/]+)\/jobs$/.exec(p);
@@ -245,6 +246,23 @@ export class BigQueryContractServer {
         location: d.location,
       },
     ];
+  }
+
+  /** tables.list: every table of a dataset, in name order (one page). */
+  private listTables(project: string, dataset: string): [number, unknown] {
+    if (!this.datasets.has(`${project}:${dataset}`))
+      return errorBody(404, 'notFound', `Not found: Dataset ${project}:${dataset}`);
+    const ids = [...this.tables.keys()].filter((id) => id.startsWith(`${project}:${dataset}.`)).sort();
+    const tables = ids.map((id) => {
+      const tableId = id.slice(`${project}:${dataset}.`.length);
+      return {
+        kind: 'bigquery#table',
+        id,
+        tableReference: { projectId: project, datasetId: dataset, tableId },
+        type: 'TABLE',
+      };
+    });
+    return [200, { kind: 'bigquery#tableList', tables, totalItems: tables.length }];
   }
 
   private tableResource(id: string, t: FakeTable): unknown {

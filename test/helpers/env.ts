@@ -10,6 +10,7 @@ import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { stringify } from 'yaml';
+import { LIMITS } from './time.js';
 
 export const CLI = resolve(import.meta.dirname, '../../dist/src/cli.js');
 
@@ -105,6 +106,30 @@ export function spawnCli(
   return { child, done: childOutcome(child) };
 }
 
+/**
+ * Runs a program to its end without blocking the test worker. A worker stuck in spawnSync or
+ * execFileSync cannot read vitest's answers to its task updates: past 60 s the run reports
+ * "[vitest-worker]: Timeout calling onTaskUpdate" although every test passed. Past `timeoutMs`
+ * the program is killed (SIGKILL) and its result says so.
+ */
+export async function runProgram(
+  command: string,
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<CliResult> {
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: options.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const timer = options.timeoutMs ? setTimeout(() => child.kill('SIGKILL'), options.timeoutMs) : undefined;
+  try {
+    return await childOutcome(child);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs the built CLI with a clean environment plus `env`. */
 export async function runCli(
   args: string[],
@@ -112,7 +137,7 @@ export async function runCli(
   options: { onSpawn?: (pid: number) => void; timeoutMs?: number } = {},
 ): Promise<CliResult> {
   const { child, done } = spawnCli(args, env);
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? LIMITS.cliRun);
   if (child.pid) options.onSpawn?.(child.pid);
   try {
     return await done;

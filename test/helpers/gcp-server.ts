@@ -214,6 +214,7 @@ export class GcpServer {
   /** The metadata server's identity; undefined: answers 404 (not a GCE host). */
   metadata: MetadataConfig | undefined;
   private readonly buckets = new Map<string, Map<string, StoredObject>>();
+  private readonly bucketCreated = new Map<string, number>();
   private readonly tokens = new Map<string, string>();
   private readonly grants = new Map<string, Set<string>>();
   private readonly oidc = new Map<string, { audience: string; subject: string }>();
@@ -251,6 +252,7 @@ export class GcpServer {
   /** Creates an empty bucket (idempotent). */
   createBucket(name: string): void {
     if (!this.buckets.has(name)) this.buckets.set(name, new Map());
+    if (!this.bucketCreated.has(name)) this.bucketCreated.set(name, Date.now());
   }
 
   /** Issues a bearer token for a principal (a service account email or federated principal). */
@@ -330,7 +332,12 @@ export class GcpServer {
     if (path === '/v1/token' && req.method === 'POST') return this.sts(req, res);
     const gat = /^\/v1\/projects\/-\/serviceAccounts\/([^/:]+):generateAccessToken$/.exec(path);
     if (gat && req.method === 'POST') return this.generateAccessToken(req, res, decodeURIComponent(gat[1]));
-    if (path.startsWith('/storage/v1/') || path.startsWith('/upload/storage/v1/')) {
+    // The gcloud CLI sends resumable uploads to /resumable/upload/storage/v1/..., which Cloud
+    // Storage answers as /upload/storage/v1/...
+    if (path.startsWith('/resumable/upload/storage/v1/')) u.pathname = path.slice('/resumable'.length);
+    // Media downloads at /download/storage/v1/... (the mediaLink of an object) are objects.get.
+    if (path.startsWith('/download/storage/v1/')) u.pathname = path.slice('/download'.length);
+    if (u.pathname.startsWith('/storage/v1/') || u.pathname.startsWith('/upload/storage/v1/')) {
       return this.storage(req, res, u, principal);
     }
     this.fail(res, new ApiError(404, 'notFound', `Not Found: ${path}`));
@@ -368,6 +375,9 @@ export class GcpServer {
     const answer = fault?.kind === 'lost' ? lostAnswer(res) : res;
     const uploadId = u.searchParams.get('upload_id');
     if (uploadId && u.pathname.startsWith('/upload/')) return this.session(req, answer, uploadId);
+    const bucketGet = /^\/storage\/v1\/b\/([^/]+)$/.exec(u.pathname);
+    if (bucketGet && req.method === 'GET')
+      return this.bucketGet(answer, decodeURIComponent(bucketGet[1]), principal);
     const m = /^(\/upload)?\/storage\/v1\/b\/([^/]+)\/o(?:\/(.+))?$/.exec(u.pathname);
     if (!m) throw new ApiError(404, 'notFound', `Not Found: ${u.pathname}`);
     const bucket = decodeURIComponent(m[2]);
@@ -400,6 +410,34 @@ export class GcpServer {
     if (method === 'DELETE') return this.remove(answer, u, bucket, name, objects);
     if (method === 'PATCH' || method === 'PUT') return this.patch(body, answer, u, bucket, name, objects);
     throw new ApiError(405, 'methodNotAllowed', `Method ${method} is not allowed on an object.`);
+  }
+
+  /** buckets.get: the bucket resource (the gcloud CLI reads it before it writes). */
+  private bucketGet(res: ServerResponse, bucket: string, principal: string | undefined): void {
+    if (!principal)
+      throw new ApiError(
+        401,
+        'required',
+        'Anonymous caller does not have storage.buckets.get access to the Google Cloud Storage bucket.',
+      );
+    if (!this.buckets.has(bucket))
+      throw new ApiError(404, 'notFound', 'The specified bucket does not exist.');
+    const created = new Date(Number(this.bucketCreated.get(bucket) ?? Date.now())).toISOString();
+    sendJson(res, 200, {
+      kind: 'storage#bucket',
+      selfLink: `${this.url}/storage/v1/b/${encodeURIComponent(bucket)}`,
+      id: bucket,
+      name: bucket,
+      projectNumber: this.metadata?.numericProject ?? '123456789012',
+      metageneration: '1',
+      location: 'EUROPE-WEST1',
+      storageClass: 'STANDARD',
+      etag: 'CAE=',
+      timeCreated: created,
+      updated: created,
+      locationType: 'region',
+      iamConfiguration: { uniformBucketLevelAccess: { enabled: true } },
+    });
   }
 
   private require(principal: string | undefined, permission: Permission, kind: 'bucket' | 'object') {
@@ -1009,11 +1047,17 @@ function parseContentRange(
 }
 
 function boundaryOf(contentType: string): string {
-  const m = /boundary="?([^";]+)"?/i.exec(contentType);
-  if (!m) throw new ApiError(400, 'invalid', 'Missing boundary in multipart Content-Type.');
-  return m[1];
+  // Quoted with double quotes as RFC 2046 has it, or single ones, as the gcloud CLI sends it.
+  const m = /boundary=(?:"([^"]+)"|'([^']+)'|([^";\s]+))/i.exec(contentType);
+  const boundary = m?.[1] ?? m?.[2] ?? m?.[3];
+  if (!boundary) throw new ApiError(400, 'invalid', 'Missing boundary in multipart Content-Type.');
+  return boundary;
 }
 
+/**
+ * The parts of a multipart/related body. Lines end in CRLF as RFC 2046 has it, or in a bare LF,
+ * which Cloud Storage accepts too (the gcloud CLI sends LF).
+ */
 function splitMultipart(contentType: string, body: Buffer): { headers: string; body: Buffer }[] {
   const delim = Buffer.from(`--${boundaryOf(contentType)}`);
   const parts: { headers: string; body: Buffer }[] = [];
@@ -1021,9 +1065,18 @@ function splitMultipart(contentType: string, body: Buffer): { headers: string; b
   while (at >= 0) {
     const next = body.indexOf(delim, at + delim.length);
     if (next < 0) break;
-    const raw = body.subarray(at + delim.length + 2, next - 2);
-    const sep = raw.indexOf('\r\n\r\n');
-    parts.push({ headers: raw.subarray(0, sep).toString(), body: raw.subarray(sep + 4) });
+    let start = at + delim.length;
+    if (body[start] === 0x0d) start++;
+    if (body[start] === 0x0a) start++;
+    let end = next;
+    if (body[end - 1] === 0x0a) end--;
+    if (body[end - 1] === 0x0d) end--;
+    const raw = body.subarray(start, end);
+    const crlf = raw.indexOf('\r\n\r\n');
+    const lf = raw.indexOf('\n\n');
+    const [sep, width] = crlf >= 0 && (lf < 0 || crlf < lf) ? [crlf, 4] : [lf, 2];
+    if (sep < 0) throw new ApiError(400, 'invalid', 'A multipart part has no blank line after its headers.');
+    parts.push({ headers: raw.subarray(0, sep).toString(), body: raw.subarray(sep + width) });
     at = next;
   }
   if (parts.length !== 2)

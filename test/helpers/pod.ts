@@ -6,7 +6,7 @@
  * container memory limit in /sys/fs/cgroup/memory.max, and the termination log file bound at
  * /dev/termination-log. The entrypoint is dist/src/launch.js, as in the image.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chownSync,
@@ -20,19 +20,12 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { childOutcome } from './env.js';
+import { childOutcome, runProgram } from './env.js';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 export const POD_UID = 1000;
 /** Where production installs are kept between test runs; no parent folder has a node_modules. */
 const PRODUCTION_CACHE = '/var/tmp/nightshift-production';
-
-/** Why bwrap cannot run here, or undefined when it can. */
-export function bwrapUnavailable(): string | undefined {
-  const r = spawnSync('bwrap', ['--ro-bind', '/', '/', '--dev', '/dev', 'true'], { encoding: 'utf8' });
-  if (r.error) return `bwrap is not installed (apt-get install bubblewrap): ${r.error.message}`;
-  return r.status === 0 ? undefined : `bwrap cannot create a sandbox here: ${r.stderr.trim()}`;
-}
 
 /** Total bytes of the files under a directory. */
 export function treeBytes(dir: string): number {
@@ -48,7 +41,7 @@ export function treeBytes(dir: string): number {
  * (the image's deps stage installs with the runtime's Node), with the current dist/src copied
  * in: `npm ci --omit=dev` as the Dockerfile runs it, then tools/prune-production.sh.
  */
-export function productionInstall(): string {
+export async function productionInstall(): Promise<string> {
   const inputs = ['package.json', 'package-lock.json', 'tools/prune-production.sh'].map((f) =>
     readFileSync(join(ROOT, f)),
   );
@@ -64,12 +57,13 @@ export function productionInstall(): string {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     for (const f of ['package.json', 'package-lock.json']) cpSync(join(ROOT, f), join(dir, f));
-    const install = spawnSync('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], {
-      cwd: dir,
-      encoding: 'utf8',
-    });
-    if (install.status !== 0) throw new Error(`npm ci --omit=dev failed:\n${install.stderr}`);
-    execFileSync('sh', [join(ROOT, 'tools/prune-production.sh'), join(dir, 'node_modules')]);
+    const install = await runProgram('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], { cwd: dir });
+    if (install.code !== 0) throw new Error(`npm ci --omit=dev failed:\n${install.stderr}`);
+    const prune = await runProgram('sh', [
+      join(ROOT, 'tools/prune-production.sh'),
+      join(dir, 'node_modules'),
+    ]);
+    if (prune.code !== 0) throw new Error(`tools/prune-production.sh failed:\n${prune.stderr}`);
     writeFileSync(join(dir, '.complete'), '');
   }
   rmSync(join(dir, 'dist'), { recursive: true, force: true });

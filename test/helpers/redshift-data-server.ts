@@ -137,6 +137,8 @@ interface StatementFault {
   times: number;
   readonly error?: string;
   readonly delayMs?: number;
+  /** Held until this settles (see holdStatement). */
+  readonly until?: Promise<void>;
 }
 
 class ApiError extends Error {
@@ -258,6 +260,19 @@ export class FakeRedshiftData {
   /** The next statement(s) matching take this long before they run (cancellable). */
   delayStatement(pattern: RegExp, delayMs: number, times = 1): void {
     this.statementFaults.push({ pattern, delayMs, times });
+  }
+
+  /**
+   * The next statement matching waits, inside its transaction, until `release` is called (or it is
+   * cancelled): what came before it in its batch stays uncommitted meanwhile.
+   */
+  holdStatement(pattern: RegExp): { release: () => void } {
+    let release: () => void = () => undefined;
+    const until = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    this.statementFaults.push({ pattern, until, times: 1 });
+    return { release };
   }
 
   /** Batches started, in order. */
@@ -629,6 +644,7 @@ export class FakeRedshiftData {
     if (fault) {
       fault.times--;
       if (fault.delayMs) await this.pause(statement, fault.delayMs);
+      if (fault.until) await this.holdUntil(statement, fault.until);
       if (fault.error) throw new StatementError(fault.error);
     }
     if (/^\s*COPY\s/i.test(sub.sql)) {
@@ -664,6 +680,18 @@ export class FakeRedshiftData {
     while (Date.now() < until) {
       if (statement.cancelRequested) throw new StatementError("ERROR: Query cancelled on user's request");
       await sleep(Math.min(20, until - Date.now()));
+    }
+  }
+
+  /** Waits for `until`, unless the statement is cancelled first. */
+  private async holdUntil(statement: FakeStatement, until: Promise<void>): Promise<void> {
+    let released = false;
+    void until.then(() => {
+      released = true;
+    });
+    while (!released) {
+      if (statement.cancelRequested) throw new StatementError("ERROR: Query cancelled on user's request");
+      await sleep(20);
     }
   }
 

@@ -5,8 +5,10 @@
  * - conditional writes (PutObject and CompleteMultipartUpload API references, "Conditional
  *   requests" in the S3 User Guide):
  *   `If-None-Match: *` answers 412 PreconditionFailed when the key exists; `If-Match: <etag>`
- *   answers 412 when the ETag differs or there is no object. Writes to one key are serialized,
- *   as S3 does, so of two conditional writes racing on a key exactly one wins.
+ *   answers 412 when the ETag differs and 404 NoSuchKey when there is no object, on PutObject,
+ *   CompleteMultipartUpload and DeleteObject; GetObject `If-Match` answers 412 too. Writes to one key are serialized, as S3 does, so
+ *   of two conditional writes racing on a key exactly one wins. These answers are checked against
+ *   moto_server's in test/store-s3-moto.test.ts.
  * - checksums ("Checking object integrity"): `x-amz-checksum-sha256` on PutObject and UploadPart
  *   is checked against the body (400 BadDigest when it differs) and echoed back as S3 does, and
  *   the part checksums given to CompleteMultipartUpload must match the parts (400 InvalidPart).
@@ -154,8 +156,11 @@ export class S3Proxy {
   readonly faults: Fault[] = [];
   /** When set, requests are authorized against this identity policy. */
   policy: PolicyDocument | undefined;
-  /** The answer to `If-Match` on a key that does not exist: 412 (default), or 404 NoSuchKey. */
-  ifMatchOnMissing: 'PreconditionFailed' | 'NoSuchKey' = 'PreconditionFailed';
+  /**
+   * The answer to `If-Match` on a key that does not exist: 404 NoSuchKey, as S3 (and moto)
+   * answer; 412 to check that a client takes either for a lost compare-and-swap.
+   */
+  ifMatchOnMissing: 'PreconditionFailed' | 'NoSuchKey' = 'NoSuchKey';
   /** When set, only these access key ids are accepted (others: 403 InvalidAccessKeyId). */
   knownKeys: Set<string> | undefined;
   /** Headers of the last write of each key (what reached the "bucket"). */
@@ -356,6 +361,9 @@ export class S3Proxy {
   /** Preconditions and checksums; returns the S3 error to answer, if any. */
   private async check(seen: SeenRequest, body: Buffer): Promise<[string, string] | undefined> {
     const h = seen.headers;
+    if (seen.method === 'DELETE' && !seen.query.has('uploadId')) return this.checkDelete(seen);
+    if ((seen.method === 'GET' || seen.method === 'HEAD') && !seen.query.has('uploadId'))
+      return this.checkRead(seen);
     if (seen.method !== 'PUT' && seen.method !== 'POST') return undefined;
     if (/^STREAMING-/.test(String(h['x-amz-content-sha256'] ?? '')) || h['x-amz-trailer'])
       return [
@@ -389,6 +397,27 @@ export class S3Proxy {
       if (ifMatch && (!current || current.etag !== ifMatch))
         return ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
     }
+    return undefined;
+  }
+
+  /** DeleteObject with `If-Match` (S3's conditional delete): 412 when the ETag differs. */
+  private async checkDelete(seen: SeenRequest): Promise<[string, string] | undefined> {
+    const ifMatch = seen.headers['if-match'];
+    if (!ifMatch) return undefined;
+    const current = await this.head(seen.key);
+    if (!current) return ['NoSuchKey', 'The specified key does not exist.'];
+    if (current.etag !== ifMatch)
+      return ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
+    return undefined;
+  }
+
+  /** GetObject/HeadObject with `If-Match` (412 when the ETag differs), which s3rver ignores. */
+  private async checkRead(seen: SeenRequest): Promise<[string, string] | undefined> {
+    const ifMatch = seen.headers['if-match'];
+    if (!ifMatch) return undefined;
+    const current = await this.head(seen.key);
+    if (current && current.etag !== ifMatch)
+      return ['PreconditionFailed', 'At least one of the pre-conditions you specified did not hold'];
     return undefined;
   }
 

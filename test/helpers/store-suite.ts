@@ -8,7 +8,13 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { claimCheckpoint, commitCheckpoint, readCheckpoint } from '../../src/state/checkpoint.js';
+import {
+  type ClaimedCheckpoint,
+  claimCheckpoint,
+  commitCheckpoint,
+  readCheckpoint,
+} from '../../src/state/checkpoint.js';
+import { putState } from '../../src/state/conditional.js';
 import { Lease } from '../../src/state/lease.js';
 import { type ObjectStore, PreconditionFailedError } from '../../src/store/store.js';
 
@@ -30,6 +36,13 @@ export interface StoreSuiteOptions {
    * GCS crc32c/md5 computed alongside). A local stage renames the very bytes that were hashed.
    */
   readonly verifiesChecksums: boolean;
+  /**
+   * Makes the server carry out the next write but lose its answer (the connection drops), so the
+   * SDK retries it; absent where a store cannot lose an answer (a local directory).
+   */
+  readonly loseNextWriteAnswer?: () => void;
+  /** Why the suite cannot run here (a server missing): its cases are skipped. */
+  readonly skip?: string;
 }
 
 const sha256 = (data: Uint8Array) => createHash('sha256').update(data).digest('hex');
@@ -40,13 +53,44 @@ async function collect(iter: AsyncIterable<{ key: string }>): Promise<string[]> 
   return keys;
 }
 
+const bound = (ts: string) => ({ values: [ts, '1'], inclusive: true });
+
+/**
+ * The store as `n` racers see it: their first `n` reads all complete before any of them returns,
+ * so every racer decides from the same version and their conditional writes truly race, however
+ * busy the machine is. Reads after those pass straight through.
+ */
+export function readingTogether(store: ObjectStore, n: number): ObjectStore {
+  let waiting = n;
+  let release: () => void = () => undefined;
+  const all = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const get: ObjectStore['get'] = async (key) => {
+    if (waiting <= 0) return store.get(key);
+    try {
+      return await store.get(key);
+    } finally {
+      if (--waiting === 0) release();
+      await all;
+    }
+  };
+  return new Proxy(store, {
+    get(target, property) {
+      if (property === 'get') return get;
+      const value = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 /** Registers the shared cases for one store kind. */
 export function objectStoreSuite(
   name: string,
   makeFixture: () => Promise<StoreFixture>,
   options: StoreSuiteOptions,
 ): void {
-  describe(`ObjectStore suite: ${name}`, () => {
+  describe.skipIf(!!options.skip)(`ObjectStore suite: ${name}`, () => {
     let fixture: StoreFixture;
     let store: ObjectStore;
     let dir: string;
@@ -163,13 +207,16 @@ export function objectStoreSuite(
       if (fixture.pendingUploads) expect(await fixture.pendingUploads()).toBe(0);
     });
 
-    it('lease: runs started at the same moment, many times over; exactly one wins each time', async () => {
+    it('lease: runs that read the lease at the same moment, many times over; exactly one wins each time', async () => {
       await fresh();
       const rounds = options.raceRounds ?? 10;
       for (let round = 0; round < rounds; round++) {
         const job = `race${round}`;
+        const together = readingTogether(store, 3);
         const attempts = await Promise.allSettled(
-          [0, 1, 2].map((i) => Lease.acquire({ store, job, runId: `run-${round}-${i}`, ttlMs: 60_000 })),
+          [0, 1, 2].map((i) =>
+            Lease.acquire({ store: together, job, runId: `run-${round}-${i}`, ttlMs: 60_000 }),
+          ),
         );
         const winners = attempts.filter((a) => a.status === 'fulfilled');
         expect(winners).toHaveLength(1);
@@ -185,8 +232,11 @@ export function objectStoreSuite(
       const now = () => clock;
       const first = await Lease.acquire({ store, job: 'j', runId: 'dead', ttlMs: 1_000, now });
       clock += 5_000; // the holder died: its lease expired without a release
+      const together = readingTogether(store, 3);
       const racers = await Promise.allSettled(
-        ['a', 'b', 'c'].map((id) => Lease.acquire({ store, job: 'j', runId: id, ttlMs: 60_000, now })),
+        ['a', 'b', 'c'].map((id) =>
+          Lease.acquire({ store: together, job: 'j', runId: id, ttlMs: 60_000, now }),
+        ),
       );
       const winners = racers.filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<Lease>[];
       expect(winners).toHaveLength(1);
@@ -205,7 +255,6 @@ export function objectStoreSuite(
       await fresh();
       const old = await claimCheckpoint(store, 'j', ['ts', 'id'], 1);
       const newer = await claimCheckpoint(store, 'j', ['ts', 'id'], 2);
-      const bound = (ts: string) => ({ values: [ts, '1'], inclusive: true });
       await expect(
         commitCheckpoint(store, old, { watermark: bound('2026-01-01'), runId: 'old', rows: 5 }),
       ).rejects.toMatchObject({ code: 'lease_held' });
@@ -219,17 +268,78 @@ export function objectStoreSuite(
       });
     });
 
-    it('checkpoint: claims racing at the same moment, many times over; exactly one succeeds', async () => {
+    it('checkpoint: claims that read the same version, many times over; exactly one succeeds', async () => {
       await fresh();
       const rounds = options.raceRounds ?? 10;
       for (let round = 0; round < rounds; round++) {
         const job = `cp${round}`;
         if (round % 2) await claimCheckpoint(store, job, ['id'], 0); // half the rounds race on an existing one
+        const together = readingTogether(store, 3);
         const claims = await Promise.allSettled(
-          [1, 2, 3].map((fence) => claimCheckpoint(store, job, ['id'], fence)),
+          [1, 2, 3].map((fence) => claimCheckpoint(together, job, ['id'], fence)),
         );
         expect(claims.filter((c) => c.status === 'fulfilled')).toHaveLength(1);
       }
     });
+
+    it('checkpoint: two claims with the same fencing token (a lease handed out twice) cannot both succeed', async () => {
+      // Both build byte-identical records; the loser's read-back after its 412 must not take the
+      // winner's object for its own earlier attempt.
+      await fresh();
+      const rounds = options.raceRounds ?? 10;
+      for (let round = 0; round < rounds; round++) {
+        const job = `same${round}`;
+        if (round % 2) await claimCheckpoint(store, job, ['id'], 0);
+        const together = readingTogether(store, 2);
+        const claims = await Promise.allSettled(
+          [7, 7].map((fence) => claimCheckpoint(together, job, ['id'], fence)),
+        );
+        expect(claims.filter((c) => c.status === 'fulfilled')).toHaveLength(1);
+      }
+    });
+
+    it('checkpoint: claims at any pace (each may replace the one before); exactly one of them can commit', async () => {
+      await fresh();
+      const rounds = options.raceRounds ?? 10;
+      for (let round = 0; round < rounds; round++) {
+        const job = `pace${round}`;
+        if (round % 2) await claimCheckpoint(store, job, ['id'], 0);
+        const claims = await Promise.allSettled(
+          [1, 2, 3].map((fence) => claimCheckpoint(store, job, ['id'], fence)),
+        );
+        const claimed = claims
+          .filter((c): c is PromiseFulfilledResult<ClaimedCheckpoint> => c.status === 'fulfilled')
+          .map((c) => c.value);
+        expect(claimed.length).toBeGreaterThanOrEqual(1);
+        expect(new Set(claimed.map((c) => c.etag)).size).toBe(claimed.length);
+        const commits = await Promise.allSettled(
+          claimed.map((c) =>
+            commitCheckpoint(store, c, {
+              watermark: bound('2026-01-03'),
+              runId: `r${c.record.fence}`,
+              rows: 1,
+            }),
+          ),
+        );
+        expect(commits.filter((c) => c.status === 'fulfilled')).toHaveLength(1);
+        expect((await readCheckpoint(store, job))?.record.rows_total).toBe(1);
+      }
+    });
+
+    it.runIf(!!options.loseNextWriteAnswer)(
+      'a conditional write whose answer is lost: the retry meets its own write and the writer is told it won',
+      async () => {
+        await fresh();
+        for (const [i, condition] of [{ ifNoneMatch: true } as const, undefined].entries()) {
+          const key = `job/state/lost${i}.json`;
+          const before = condition ? undefined : await store.put(key, '{}');
+          options.loseNextWriteAnswer?.();
+          const info = await putState(store, key, { n: i }, condition ?? { ifMatch: String(before?.etag) });
+          const stored = await store.get(key);
+          expect(info.etag).toBe(stored?.info.etag);
+          expect(JSON.parse(String(stored?.body))).toMatchObject({ n: i });
+        }
+      },
+    );
   });
 }

@@ -141,6 +141,15 @@ export function describeSource(config: SourceConfig): { user: string; host: stri
   };
 }
 
+/** pg's error when the server answers the TLS request with "no". */
+function serverHasNoTls(err: unknown): boolean {
+  return /does not support SSL/i.test((err as Error | undefined)?.message ?? '');
+}
+
+/** Node's codes for a certificate that does not verify (OpenSSL's X509 errors, a wrong host name). */
+const TLS_VERIFY_CODES =
+  /^(ERR_TLS_CERT_ALTNAME_INVALID|UNABLE_TO_|SELF_SIGNED_CERT|DEPTH_ZERO_SELF_SIGNED_CERT|CERT_)/;
+
 /** What to check when the network, not PostgreSQL, is in the way. */
 function networkHint(address: string): string {
   return `check that ${address} is the database and is reachable from where nightshift runs: a NetworkPolicy without egress to it, a security group or firewall that drops the packets, or a wrong host or port all look like this`;
@@ -161,8 +170,7 @@ export async function openConnection(
   try {
     return await attempt(config, target, purpose, target.ssl, deadline, prepare);
   } catch (err) {
-    const plainFallback =
-      target.sslMode === 'prefer' && /does not support SSL/i.test((err as Error).message ?? '');
+    const plainFallback = target.sslMode === 'prefer' && serverHasNoTls((err as Error).cause);
     if (!plainFallback) throw err;
     return attempt(config, target, purpose, false, deadline, prepare);
   }
@@ -227,6 +235,25 @@ function connectError(err: unknown, target: PgTarget, timedOut: boolean): Nights
     return transientError(
       `cannot connect to ${where}: no answer within ${target.connectTimeoutMs / 1000} s (source.connect_timeout)`,
       { cause: err, hint: networkHint(address) },
+    );
+  }
+  if (serverHasNoTls(err)) {
+    return configError(
+      `cannot connect to ${where}: the server does not support TLS, and sslmode ${target.sslMode ?? '(PGSSLMODE)'} requires it`,
+      {
+        cause: err,
+        hint: 'turn on ssl in the server, or use sslmode=prefer (TLS when the server offers it) or disable',
+      },
+    );
+  }
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code === 'string' && TLS_VERIFY_CODES.test(code)) {
+    return configError(
+      `cannot connect to ${where}: its TLS certificate does not verify: ${(err as Error).message}`,
+      {
+        cause: err,
+        hint: `give the server's CA as sslrootcert=/path/ca.crt in source.url (verify-full also checks that ${target.host ?? 'the host'} is a name in the certificate), or use sslmode=require to encrypt without checking`,
+      },
     );
   }
   const e = toNightshiftError(err);

@@ -92,6 +92,14 @@ describe('connection URLs', () => {
     expect(resolveTarget({ ...config.source, connect_timeout: 1500 }).connectTimeoutMs).toBe(1500);
   });
 
+  it('turns keepalives and keepalives_idle into TCP keepalive (30 s idle unless told)', () => {
+    const at = (query: string) =>
+      resolveTarget(configWith({ url: `postgres://u@h/db${query}` }).config.source).keepAliveIdleMs;
+    expect(at('')).toBe(30_000);
+    expect(at('?keepalives_idle=7')).toBe(7000);
+    expect(at('?keepalives=0')).toBeUndefined();
+  });
+
   it('refuses libpq parameters it cannot honour, by name', () => {
     for (const [query, expected] of [
       ['target_session_attrs=read-write', 'target_session_attrs is refused'],

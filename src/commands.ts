@@ -3,6 +3,7 @@
  * logger, wire SIGTERM, run, and print the result. Returns the process exit code.
  */
 import { loadConfig, redactedConfig } from './config/load.js';
+import { redactor } from './config/redact.js';
 import { runtimeSettings } from './config/runtime.js';
 import type { Config } from './config/schema.js';
 import { configError, EXIT_CODES } from './errors.js';
@@ -22,7 +23,16 @@ export interface CommandArgs {
 function setup(args: CommandArgs): { config: Config; log: Logger } {
   const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
   const log = createLogger({ level: config.log.level, format: config.log.format });
+  warnShortSecrets(log);
   return { config, log };
+}
+
+/** Says which secrets are too short to be hidden wherever they appear (stderr without a logger). */
+function warnShortSecrets(log?: Logger): void {
+  const warning = redactor.shortSecretWarning();
+  if (!warning) return;
+  if (log) log.warn(warning);
+  else process.stderr.write(`nightshift: warning: ${warning}\n`);
 }
 
 function progressMode(config: Config): ProgressMode {
@@ -94,8 +104,8 @@ export const commands = {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { planNext } = await import('./run/plan.js');
     const report = await planNext(config);
-    const { redactor } = await import('./config/redact.js');
-    process.stdout.write(`${redactor.redact(JSON.stringify(report, null, 2))}\n`);
+    warnShortSecrets();
+    process.stdout.write(`${JSON.stringify(redactor.redactValue(report), null, 2)}\n`);
     return 0;
   },
 
@@ -107,30 +117,32 @@ export const commands = {
     }
     const { config, origin } = loadConfig({ path: args.configPath, overrides: args.overrides });
     process.stdout.write(`${JSON.stringify({ origin, config: redactedConfig(config) }, null, 2)}\n`);
+    warnShortSecrets();
     return 0;
   },
 
   check: async (args: CommandArgs) => {
     const { runChecks } = await import('./preflight/check.js');
-    const { redactor } = await import('./config/redact.js');
-    return runChecks({ path: args.configPath, overrides: args.overrides }, (line) =>
+    const code = await runChecks({ path: args.configPath, overrides: args.overrides }, (line) =>
       process.stdout.write(`${redactor.redact(line)}\n`),
     );
+    warnShortSecrets();
+    return code;
   },
 
   whoami: async (args: CommandArgs) => {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { whoami } = await import('./preflight/report.js');
-    const { redactor } = await import('./config/redact.js');
     process.stdout.write(`${redactor.redact((await whoami(config)).join('\n'))}\n`);
+    warnShortSecrets();
     return 0;
   },
 
   iam: async (args: CommandArgs) => {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { iam } = await import('./preflight/report.js');
-    const { redactor } = await import('./config/redact.js');
     process.stdout.write(`${redactor.redact((await iam(config)).join('\n'))}\n`);
+    warnShortSecrets();
     return 0;
   },
 

@@ -1,7 +1,8 @@
 /**
  * The logger: pino JSON lines on stdout that Cloud Logging (`severity`, `time`, `msg`) and
- * CloudWatch read as they are; readable lines on a terminal. Every line passes through the
- * redactor, so a secret that reaches a message (a driver error quoting a URL) is still hidden.
+ * CloudWatch read as they are; readable lines on a terminal. Every line's string values pass
+ * through the redactor, so a secret that reaches a message (a driver error quoting a URL) is
+ * still hidden.
  */
 import { createRequire } from 'node:module';
 import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
@@ -58,7 +59,9 @@ function baseOptions(level: string): LoggerOptions {
       level: (label) => ({ severity: SEVERITY[label] ?? 'DEFAULT', level: label }),
     },
     serializers: { err: serializeError },
-    hooks: { streamWrite: (line) => redactor.redact(line) },
+    // Callers redact values before they log them; this last net works on the string values of
+    // the serialised line, so it can never break the JSON (a secret `0000` inside a count).
+    hooks: { streamWrite: (line) => redactor.redactJson(line) },
   };
 }
 
@@ -83,7 +86,7 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
   return pino(baseOptions(level), pino.destination({ dest: 1, sync: true }));
 }
 
-/** Writes one line to stdout as it is, redacted: the run summary's JSON line in pretty mode. */
+/** Writes one JSON line to stdout as it is, redacted: the run summary's line in pretty mode. */
 export function writeRawLine(line: string): void {
-  process.stdout.write(`${redactor.redact(line)}\n`);
+  process.stdout.write(`${redactor.redactJson(line)}\n`);
 }

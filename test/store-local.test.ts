@@ -1,6 +1,6 @@
 /** The shared ObjectStore suite on a local directory stage (`file:///...`). */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +33,44 @@ describe('local store locks', () => {
       // Were the lock only broken by age (30 s), the wait for it (10 s) would end first, in an error.
       await store.put('job/state/lease.json', 'v2', { ifMatch: first.etag });
       expect((await store.get('job/state/lease.json'))?.body.toString()).toBe('v2');
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a lock file cut short at any byte (empty, half written) is dead at once; the next write succeeds', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'nightshift-local-lock-'));
+    try {
+      const store = new LocalStore(pathToFileURL(root).href);
+      let etag = (await store.put('job/state/checkpoint.json', 'v0', { ifNoneMatch: true })).etag;
+      // The whole owner line of this very process: alive, so only the cut can make it dead.
+      const whole = `${hostname()} ${process.pid}\n`;
+      const lock = join(root, 'job', 'state', 'checkpoint.json.lock');
+      for (let cut = 0; cut < whole.length; cut++) {
+        writeFileSync(lock, whole.slice(0, cut));
+        // A live lock would make this wait 10 s and fail with exit 75's error.
+        etag = (await store.put('job/state/checkpoint.json', `v${cut + 1}`, { ifMatch: etag })).etag;
+        expect(existsSync(lock)).toBe(false);
+      }
+      expect((await store.get('job/state/checkpoint.json'))?.body.toString()).toBe(`v${whole.length}`);
+    } finally {
+      await rm(root, { recursive: true, force: true });
+    }
+  });
+
+  it('a whole lock of a live process is respected', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'nightshift-local-lock-'));
+    try {
+      const store = new LocalStore(pathToFileURL(root).href);
+      const first = await store.put('job/state/lease.json', 'v1', { ifNoneMatch: true });
+      const lock = join(root, 'job', 'state', 'lease.json.lock');
+      writeFileSync(lock, `${hostname()} ${process.pid}\n`);
+      await expect(store.put('job/state/lease.json', 'v2', { ifMatch: first.etag })).rejects.toMatchObject({
+        code: 'transient',
+        message: expect.stringContaining('timed out waiting for the lock'),
+      });
+      expect((await store.get('job/state/lease.json'))?.body.toString()).toBe('v1');
+      expect(existsSync(lock)).toBe(true);
     } finally {
       await rm(root, { recursive: true, force: true });
     }

@@ -9,7 +9,8 @@ import { parse as parseYaml, YAMLParseError } from 'yaml';
 import type { z } from 'zod';
 import { configError } from '../errors.js';
 import { configKeys } from './keys.js';
-import { type Redactor, redactor as sharedRedactor } from './redact.js';
+import { hideUrlPassword, type PgUrlParts, parsePgUrl } from './pg-url.js';
+import { REDACTED, type Redactor, redactor as sharedRedactor } from './redact.js';
 import { type Config, configSchema, SECRET_KEYS } from './schema.js';
 
 export interface LoadOptions {
@@ -100,7 +101,7 @@ export function interpolate(text: string, key: string, env: NodeJS.ProcessEnv, r
       const file = expr.slice(5);
       try {
         const content = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-        redactor.add(content);
+        registerValue(content, match, redactor);
         return content;
       } catch (err) {
         throw configError(`${key}: cannot read ${match}: ${(err as Error).message}`, {
@@ -117,14 +118,27 @@ export function interpolate(text: string, key: string, env: NodeJS.ProcessEnv, r
     }
     const value = env[name];
     if (value === undefined || value === '') {
-      if (fallback !== undefined) return fallback;
+      if (fallback !== undefined) {
+        if (SECRET_KEYS.includes(key)) registerValue(fallback, match, redactor);
+        return fallback;
+      }
       throw configError(`${key}: environment variable ${name} is not set`, {
         hint: `set ${name}, or give a default with \${${name}:-value}`,
       });
     }
-    if (SECRET_VAR.test(name)) redactor.add(value);
+    if (SECRET_VAR.test(name) || SECRET_KEYS.includes(key)) registerValue(value, match, redactor);
     return value;
   });
+}
+
+/**
+ * Registers a value read from a file or the environment as a secret: a whole connection URL
+ * (`url: ${file:/secrets/url}`) only for its password, anything else as it is.
+ */
+function registerValue(value: string, origin: string, redactor: Redactor): void {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value))
+    redactor.addUrlPassword(value, `the password of the URL in ${origin}`);
+  else redactor.add(value, origin);
 }
 
 function splitDefault(expr: string): [string, string | undefined] {
@@ -138,7 +152,8 @@ function applyEnvOverrides(tree: unknown, env: NodeJS.ProcessEnv): void {
     if (!key.env) continue;
     const value = env[key.env];
     if (value === undefined || value === '') continue;
-    setPath(tree, key.path.split('.'), parseEnvValue(value));
+    // A secret is a string as given: NIGHTSHIFT_SOURCE_PASSWORD=0000 is not the number 0.
+    setPath(tree, key.path.split('.'), SECRET_KEYS.includes(key.path) ? value : parseEnvValue(value));
   }
 }
 
@@ -200,10 +215,9 @@ function describe(value: unknown): string {
 function registerSecrets(config: Config, redactor: Redactor): void {
   for (const key of SECRET_KEYS) {
     const value = getPath(config, key.split('.'));
-    if (typeof value === 'string') {
-      redactor.addUrlPassword(value);
-      if (!/^[a-z]+:\/\//.test(value)) redactor.add(value);
-    }
+    if (typeof value !== 'string') continue;
+    if (key === 'source.url') registerSourceUrl(value, redactor);
+    else redactor.add(value, key);
   }
   const visit = (node: unknown) => {
     if (typeof node === 'string') redactor.addUrlPassword(node);
@@ -212,7 +226,30 @@ function registerSecrets(config: Config, redactor: Redactor): void {
   visit(config);
 }
 
-/** The configuration as it may be logged: secrets replaced. */
+/** The password of source.url, as written and decoded (validation already parsed it). */
+function registerSourceUrl(url: string, redactor: Redactor): void {
+  let parts: PgUrlParts;
+  try {
+    parts = parsePgUrl(url);
+  } catch {
+    return;
+  }
+  const origin = 'the password in source.url';
+  redactor.add(parts.rawPassword, origin);
+  redactor.add(parts.password, origin);
+}
+
+/**
+ * The configuration as it may be logged: the secret keys hidden where they stand, whatever
+ * their length (a URL keeps everything but its password), then every string redacted by value.
+ */
 export function redactedConfig(config: Config, redactor: Redactor = sharedRedactor): Config {
-  return redactor.redactValue(config);
+  const copy = structuredClone(config);
+  for (const key of SECRET_KEYS) {
+    const path = key.split('.');
+    const value = getPath(copy, path);
+    if (typeof value !== 'string' || value === '') continue;
+    setPath(copy, path, key === 'source.url' ? hideUrlPassword(value, REDACTED) : REDACTED);
+  }
+  return redactor.redactValue(copy);
 }

@@ -7,7 +7,7 @@ export interface RuntimeSettings {
   terminationLog: string;
   /** Airflow's KubernetesPodOperator reads `return.json` from here when XCom push is on. */
   xcomDir: string;
-  /** Failpoints the reliability tests set (src/run/failpoint.ts); empty in production. */
+  /** Failpoints the reliability tests set (src/core/failpoint.ts); empty in production. */
   failpoints: string | undefined;
 }
 

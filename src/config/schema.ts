@@ -4,6 +4,7 @@
  * configuration reference in docs/configuration.md (a test checks that every key is documented there).
  */
 import { z } from 'zod';
+import { PgUrlError, parsePgUrl } from './pg-url.js';
 
 /** A duration such as `90s`, `5m`, `1h30m`, `2d`, or a number of milliseconds. */
 export const DURATION_RE = /^(\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/;
@@ -33,8 +34,43 @@ const source = z
     url: z
       .string()
       .regex(/^postgres(ql)?:\/\//, 'expected a postgres:// connection URL')
+      .optional()
       .describe(
-        'PostgreSQL connection URL, `postgres://user:password@host:5432/db?sslmode=require`. Put the password in the environment or a mounted file: `postgres://app:${PGPASSWORD}@db/app` or `${file:/var/run/secrets/pg/url}`. Secret.',
+        'PostgreSQL connection URL, `postgres://user:password@host:5432/db?sslmode=require`, with the libpq parameters `connect_timeout`, `sslmode`, `sslrootcert`, `sslcert`, `sslkey`, `application_name`, `options`, `keepalives`, `keepalives_idle` (others are refused). A password in it must be URL-encoded; `source.password` needs no encoding. Give this or `host`. Secret.',
+      ),
+    host: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Database host name, IP address or Unix socket directory; overrides the host of `url`.'),
+    port: z
+      .number()
+      .int()
+      .min(1)
+      .max(65535)
+      .optional()
+      .describe('Database port; overrides the port of `url`. Default: 5432.'),
+    database: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Database name; overrides the database of `url`. Default: the user name.'),
+    user: z.string().min(1).optional().describe('Role to connect as; overrides the user of `url`.'),
+    password: z
+      .string()
+      .optional()
+      .describe(
+        'Password of the role, as it is (no URL-encoding); overrides the password of `url`. From the environment or a mounted file: `${file:/var/run/secrets/pg/password}`. Secret.',
+      ),
+    connect_timeout: duration
+      .optional()
+      .describe(
+        "Longest wait for a connection to be ready (TCP, TLS, authentication, session setup); then exit 75. Default: the URL's `connect_timeout`, else 30s. 0 waits for ever.",
+      ),
+    stall_timeout: duration
+      .prefault('5m')
+      .describe(
+        'Longest a COPY may go without receiving a byte from the server before the run gives up (exit 75). Time the run itself pauses reading (uploads behind) does not count. 0 waits for ever.',
       ),
     table: z
       .string()
@@ -108,8 +144,10 @@ const source = z
       .describe('PostgreSQL statement_timeout for the export session; 0 means none.'),
     application_name: z
       .string()
-      .default('nightshift')
-      .describe('application_name the session shows in pg_stat_activity.'),
+      .optional()
+      .describe(
+        "application_name the session shows in pg_stat_activity. Default: the URL's `application_name`, else `nightshift`.",
+      ),
   })
   .describe('Where rows come from.');
 
@@ -655,6 +693,7 @@ export const configSchema = z
   })
   .superRefine((cfg, ctx) => {
     const src = cfg.source;
+    checkSourceConnection(src, ctx);
     if (!src.table === !src.query) {
       ctx.addIssue({
         code: 'custom',
@@ -708,6 +747,24 @@ export const configSchema = z
       });
     }
   });
+
+/** The source needs somewhere to connect to, and a URL it can read without guessing. */
+function checkSourceConnection(src: z.infer<typeof source>, ctx: z.RefinementCtx): void {
+  if (!src.url && !src.host) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['source', 'url'],
+      message: 'give source.url, or source.host (with source.user, source.password, source.database)',
+    });
+  }
+  if (!src.url) return;
+  try {
+    parsePgUrl(src.url);
+  } catch (err) {
+    if (!(err instanceof PgUrlError)) throw err;
+    ctx.addIssue({ code: 'custom', path: ['source', 'url'], message: err.message });
+  }
+}
 
 /** Cross-field rules of `stage`: each block goes with its URL scheme, and options that need a partner. */
 function checkStage(st: z.infer<typeof stage>, ctx: z.RefinementCtx): void {
@@ -787,4 +844,8 @@ export type RedshiftConfig = NonNullable<WarehouseConfig['redshift']>;
 export type ParquetConfig = Config['parquet'];
 
 /** Keys whose values are secrets wherever they appear. */
-export const SECRET_KEYS: readonly string[] = ['source.url', 'warehouse.snowflake.private_key_passphrase'];
+export const SECRET_KEYS: readonly string[] = [
+  'source.url',
+  'source.password',
+  'warehouse.snowflake.private_key_passphrase',
+];

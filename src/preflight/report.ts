@@ -7,7 +7,8 @@
 import { createStore, createWarehouse } from '../adapters.js';
 import type { Config } from '../config/schema.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
-import { describeSourceUrl, sourceAccess } from '../source/access.js';
+import { sourceAccess } from '../source/access.js';
+import { describeSource } from '../source/connection.js';
 import type { ObjectStore } from '../store/store.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
 
@@ -37,7 +38,7 @@ function identityLine(part: string, what: string, id: Identity | undefined, kind
 
 /** The lines `nightshift whoami` prints. */
 export async function whoami(config: Config): Promise<string[]> {
-  const { user, host, database } = describeSourceUrl(config.source.url);
+  const { user, host, database } = describeSource(config.source);
   const lines = [
     `source     PostgreSQL ${database} on ${host}`,
     `           role ${user}, password from the configuration (never shown)`,

@@ -74,6 +74,7 @@ export function buildManifest(args: {
 }
 
 export async function writeManifest(store: ObjectStore, manifest: RunManifest): Promise<void> {
-  const body = redactor.redact(JSON.stringify(manifest, null, 2));
+  // Values, not the serialised text: a short secret must never edit a count or a file name.
+  const body = JSON.stringify(redactor.redactValue(manifest), null, 2);
   await store.put(manifestKey(manifest.job, manifest.run_id), body, { contentType: 'application/json' });
 }

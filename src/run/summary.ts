@@ -75,9 +75,9 @@ export function windowSummary(window: Window | undefined): RunSummary['window'] 
   };
 }
 
-/** The summary as one JSON line, redacted. */
+/** The summary as one JSON line, its string values redacted before it is serialised. */
 export function summaryLine(summary: RunSummary): string {
-  return redactor.redact(JSON.stringify({ msg: 'run summary', ...summary }));
+  return JSON.stringify(redactor.redactValue({ msg: 'run summary', ...summary }));
 }
 
 /** The summary cut to fit a termination message: detail goes first, the contract fields stay. */

@@ -6,22 +6,9 @@
 import type { SourceConfig } from '../config/schema.js';
 import { configError, identityError, NightshiftError, toNightshiftError } from '../errors.js';
 import type { AccessNeeds } from '../identity/principal.js';
+import { describeSource } from './connection.js';
 import { connect, openSnapshot } from './postgres.js';
 import { quoteIdent } from './types.js';
-
-/** The parts of the connection URL that name things (never the password). */
-export function describeSourceUrl(url: string): { user: string; host: string; database: string } {
-  try {
-    const u = new URL(url);
-    return {
-      user: decodeURIComponent(u.username) || 'the connecting user',
-      host: `${u.hostname}:${u.port || 5432}`,
-      database: decodeURIComponent(u.pathname.slice(1)) || decodeURIComponent(u.username) || 'postgres',
-    };
-  } catch {
-    return { user: 'the connecting user', host: 'the database host', database: 'the database' };
-  }
-}
 
 function tableParts(table: string): { schema: string; name: string } {
   const parts = table.split('.');
@@ -30,7 +17,7 @@ function tableParts(table: string): { schema: string; name: string } {
 
 /** The least-privilege grants for the source: CONNECT, USAGE on the schema, SELECT on the table. */
 export function sourceAccess(config: SourceConfig): AccessNeeds {
-  const { user, host, database } = describeSourceUrl(config.url);
+  const { user, host, database } = describeSource(config);
   const role = quoteIdent(user);
   const grants = [{ permission: 'CONNECT', on: `database ${database}`, why: 'open the export session' }];
   const sql = [`GRANT CONNECT ON DATABASE ${quoteIdent(database)} TO ${role};`];
@@ -77,7 +64,7 @@ export function sourceAccess(config: SourceConfig): AccessNeeds {
  * cursor and key columns. Returns a one-line description; throws a NightshiftError with the fix.
  */
 export async function checkSource(config: SourceConfig): Promise<string> {
-  const { user, host, database } = describeSourceUrl(config.url);
+  const { user, host, database } = describeSource(config);
   if (config.table) await checkTablePrivilege(config, user);
   let snapshot: Awaited<ReturnType<typeof openSnapshot>> | undefined;
   try {
@@ -134,7 +121,7 @@ async function checkTablePrivilege(config: SourceConfig, user: string): Promise<
 
 function withGrantHint(e: NightshiftError, config: SourceConfig): NightshiftError {
   if (e.code === 'identity' && !e.hint) {
-    const { user } = describeSourceUrl(config.url);
+    const { user } = describeSource(config);
     return new NightshiftError('identity', e.message, {
       cause: e.cause ?? e,
       hint: `check the password and pg_hba.conf for ${user}, and the grants nightshift iam prints`,

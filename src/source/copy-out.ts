@@ -18,6 +18,16 @@ export interface CopyOutOptions {
   pauseWhile?: () => Promise<void> | undefined;
   /** Cuts the connection when it fires. */
   signal?: AbortSignal;
+  /** Fails with CopyStalledError when no byte arrives for this long while reading (not while paused). */
+  stallTimeoutMs?: number;
+}
+
+/** A COPY that received nothing for `stallTimeoutMs`: the connection is cut. */
+export class CopyStalledError extends Error {
+  constructor(readonly ms: number) {
+    super(`no bytes from the server for ${ms} ms`);
+    this.name = 'CopyStalledError';
+  }
 }
 
 const COPY_DATA = 0x64; // 'd'
@@ -80,6 +90,9 @@ class CopyOutQuery {
   private readonly onChunk = (chunk: Buffer) => this.take(chunk);
   private settle: { resolve: (rows: number) => void; reject: (err: Error) => void } | undefined;
   private failure: Error | undefined;
+  private stallTimer: NodeJS.Timeout | undefined;
+  /** Pauses not yet over: time spent in them is the run's, not a stall. */
+  private pauses = 0;
 
   constructor(
     text: string,
@@ -110,11 +123,24 @@ class CopyOutQuery {
     if (state) state.reader = this.onChunk;
     else stream.on('data', this.onChunk);
     connection.query(this.text);
+    this.watchStall(true);
+  }
+
+  /** Starts (or restarts) the stall timer while reading, stops it while paused or done. */
+  private watchStall(reading: boolean): void {
+    const ms = this.options.stallTimeoutMs;
+    if (!ms) return;
+    if (!reading || this.detached) {
+      clearTimeout(this.stallTimer);
+      this.stallTimer = undefined;
+    } else if (this.stallTimer) this.stallTimer.refresh();
+    else this.stallTimer = setTimeout(() => this.fail(new CopyStalledError(ms)), ms);
   }
 
   /** One socket read: valid only until this returns, when the socket is reusing its buffer. */
   private take(chunk: Buffer): void {
     if (this.detached) return;
+    this.watchStall(this.pauses === 0);
     try {
       this.parse(chunk);
       if (!this.detached) this.maybePause();
@@ -128,9 +154,14 @@ class CopyOutQuery {
     if (!wait) return;
     const stream = this.connection?.stream;
     stream?.pause();
+    this.pauses++;
+    this.watchStall(false);
     wait.then(
       () => {
-        if (!this.detached) stream?.resume();
+        this.pauses--;
+        if (this.detached) return;
+        this.watchStall(this.pauses === 0);
+        stream?.resume();
       },
       (err: Error) => this.fail(err),
     );
@@ -201,6 +232,7 @@ class CopyOutQuery {
   private detach(rest: Buffer): void {
     if (this.detached || !this.connection || !this.pgHandler) return;
     this.detached = true;
+    this.watchStall(false);
     const stream = this.connection.stream;
     const state = (stream as ReusingSocket)[reusing];
     if (state) state.reader = undefined;
@@ -213,6 +245,7 @@ class CopyOutQuery {
 
   private fail(err: Error): void {
     this.failure ??= err;
+    this.watchStall(false);
     // The protocol state is unknown now: cut the connection; pg reports the end to handleError.
     (this.connection?.stream as { destroy?: (e?: Error) => void } | undefined)?.destroy?.();
     this.settle?.reject(err);

@@ -8,7 +8,8 @@ import pg from 'pg';
 import type { SourceConfig } from '../config/schema.js';
 import { configError, toNightshiftError, validationError } from '../errors.js';
 import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../core/window.js';
-import { type CopyDataSink, type CopyOutOptions, copyOut, pgSocket } from './copy-out.js';
+import { openConnection, stallError } from './connection.js';
+import { type CopyDataSink, type CopyOutOptions, CopyStalledError, copyOut } from './copy-out.js';
 import {
   type ColumnPlan,
   chooseExpr,
@@ -364,7 +365,10 @@ export class Snapshot {
 
   /** Runs the window's COPY, feeding each CopyData message to `sink`; resolves with PostgreSQL's row count. */
   copyInto(statement: string, sink: CopyDataSink, options: CopyOutOptions = {}): Promise<number> {
-    return copyOut(this.client, statement, sink, options);
+    const stallTimeoutMs = this.config.stall_timeout || undefined;
+    return copyOut(this.client, statement, sink, { stallTimeoutMs, ...options }).catch((err: unknown) => {
+      throw err instanceof CopyStalledError ? stallError(this.config, err) : err;
+    });
   }
 
   /** Ends the snapshot and the connection. */
@@ -388,42 +392,19 @@ export class Snapshot {
   }
 }
 
-/** Opens a connection with the session settings that make values exact and times UTC. */
-export async function connect(config: SourceConfig, purpose: string): Promise<pg.Client> {
-  const client = new pg.Client({
-    connectionString: config.url,
-    application_name: `${config.application_name} (${purpose})`,
-    statement_timeout: config.statement_timeout || undefined,
-    stream: pgSocket,
-  });
-  // An idle connection that dies must not crash the process: errors surface on the next query.
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
+/**
+ * Opens a connection with the session settings that make values exact and times UTC, within
+ * source.connect_timeout.
+ */
+export function connect(config: SourceConfig, purpose: string): Promise<pg.Client> {
+  return openConnection(config, purpose, async (client) => {
     for (const sql of SESSION_SETTINGS) await client.query(sql);
     // A client that goes away mid-query (SIGTERM cuts the socket) is noticed within a second, so
     // its query stops instead of running on with its snapshot held. PostgreSQL 14 and later.
     await client.query(
       "SELECT set_config('client_connection_check_interval', '1000', false) WHERE current_setting('server_version_num')::int >= 140000",
     );
-  } catch (err) {
-    await client.end().catch(() => undefined);
-    throw describeConnectError(err, config.url);
-  }
-  return client;
-}
-
-function describeConnectError(err: unknown, url: string): Error {
-  const e = toNightshiftError(err);
-  let host = 'the database';
-  try {
-    const u = new URL(url);
-    host = `${u.hostname}:${u.port || 5432}/${u.pathname.slice(1)}`;
-  } catch {
-    // keep the generic name
-  }
-  e.message = `cannot connect to PostgreSQL at ${host}: ${e.message}`;
-  return e;
+  });
 }
 
 /** Opens the snapshot the whole run reads from. */

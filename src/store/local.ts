@@ -2,12 +2,12 @@
  * A local directory as an object store (`file:///path`): for `docker run` backfills, the demo,
  * and tests. Writes are atomic (temp file + fsync + rename); create-if-absent uses link(2), which
  * fails when the target exists; compare-and-swap holds a short lock file around read-compare-rename.
+ * A lock file is linked into place whole, so an empty or cut-short one is known dead at once.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants, createReadStream } from 'node:fs';
 import {
   copyFile,
-  type FileHandle,
   link,
   mkdir,
   open,
@@ -17,6 +17,7 @@ import {
   rm,
   stat,
   unlink,
+  writeFile,
 } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
@@ -31,53 +32,65 @@ import {
   type PutOptions,
 } from './store.js';
 
-/** A lock older than this is left over from a killed process (the critical section takes ms). */
+/** A lock of another host older than this is left over from a killed process (the critical section takes ms). */
 const STALE_LOCK_MS = 30_000;
 const LOCK_WAIT_MS = 10_000;
 
 const md5 = (data: Uint8Array) => createHash('md5').update(data).digest('hex');
 
-/** Who holds a lock file: this host and process. */
-const LOCK_OWNER = `${hostname()} ${process.pid}`;
+/**
+ * Who holds a lock file: this host and process. The newline ends it, so a lock file cut short
+ * anywhere (a full disk, a crash while it was written) does not read as a shorter pid.
+ */
+const LOCK_OWNER = `${hostname()} ${process.pid}\n`;
+const LOCK_OWNER_RE = /^(\S+) (\d+)\n$/;
+
+type LockState = { state: 'gone' } | { state: 'dead' | 'live'; ino: number };
 
 /**
- * Whether a lock file was left by a process that is gone: one of this host that no longer runs
- * (a SIGKILL inside the critical section), or any lock older than the critical section can take.
+ * Whether a lock file's holder is gone. A lock file appears whole (it is written aside and
+ * linked into place), so one that is empty or cut short was never finished by a live process:
+ * dead at once. A whole one is dead when its process of this host no longer runs (a SIGKILL
+ * inside the critical section), or, from another host, when it is older than the critical
+ * section can take.
  */
-async function isStale(lock: string): Promise<boolean> {
-  const [owner, age] = await Promise.all([
-    readFile(lock, 'utf8').catch(() => ''),
-    stat(lock).then(
-      (s) => Date.now() - s.mtimeMs,
-      () => 0,
-    ),
-  ]);
-  const [host, pid] = owner.split(' ');
-  if (host === hostname() && Number(pid) > 0 && !alive(Number(pid))) return true;
-  return age > STALE_LOCK_MS;
+async function lockState(lock: string): Promise<LockState> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(lock, 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'gone' };
+    throw err;
+  }
+  try {
+    const s = await handle.stat();
+    const owner = LOCK_OWNER_RE.exec(await handle.readFile('utf8'));
+    if (!owner) return { state: 'dead', ino: s.ino };
+    const [, host, pid] = owner;
+    const live = host === hostname() ? alive(Number(pid)) : Date.now() - s.mtimeMs <= STALE_LOCK_MS;
+    return { state: live ? 'live' : 'dead', ino: s.ino };
+  } finally {
+    await handle.close();
+  }
 }
 
 /**
- * Removes a stale lock. Racers that all found it stale must not each remove whatever lock is
- * there by then: a late one would remove the fresh lock of the first and both would enter the
- * critical section (two compare-and-swaps winning). So a breaker first takes `<lock>.break`
- * (create-exclusive), checks again while holding it that the lock is still stale, and only then
+ * Removes a dead lock. Racers that all found it dead must not each remove whatever lock is there
+ * by then: a late one would remove the fresh lock of the first and both would enter the critical
+ * section (two compare-and-swaps winning). So a breaker first takes `<lock>.break` (created whole,
+ * like a lock), checks again while holding it that the lock is the same dead file, and only then
  * removes it: the lock can change in between only by a breaker's hand, and there is one.
  */
-async function breakStale(lock: string): Promise<void> {
+async function breakStale(lock: string, deadIno: number): Promise<void> {
   const breaker = `${lock}.break`;
-  let handle: FileHandle;
-  try {
-    handle = await open(breaker, 'wx');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    // Another process is breaking it; a breaker killed midway leaves a break lock that goes stale.
-    if (await isStale(breaker)) await unlink(breaker).catch(() => undefined);
+  if (!(await takeLock(breaker))) {
+    // Another process is breaking it; a breaker killed midway leaves a break lock that dies.
+    if ((await lockState(breaker)).state === 'dead') await unlink(breaker).catch(() => undefined);
     return;
   }
   try {
-    await handle.writeFile(LOCK_OWNER).finally(() => handle.close());
-    if (await isStale(lock)) await unlink(lock).catch(() => undefined);
+    const now = await lockState(lock);
+    if (now.state === 'dead' && now.ino === deadIno) await unlink(lock).catch(() => undefined);
   } finally {
     await unlink(breaker).catch(() => undefined);
   }
@@ -197,29 +210,43 @@ export class LocalStore implements ObjectStore {
   private async withLock<T>(target: string, fn: () => Promise<T>): Promise<T> {
     const lock = `${target}.lock`;
     const deadline = Date.now() + LOCK_WAIT_MS;
-    for (;;) {
-      try {
-        const handle = await open(lock, 'wx');
-        await handle.writeFile(LOCK_OWNER).finally(() => handle.close());
-        break;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-        if (await isStale(lock)) {
-          await breakStale(lock);
-          continue;
-        }
-        if (Date.now() > deadline) {
-          throw transientError(`timed out waiting for the lock ${lock}`, {
-            hint: `another process holds it; if none is running, delete ${lock}`,
-          });
-        }
-        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
+    while (!(await takeLock(lock))) {
+      if (Date.now() > deadline) {
+        throw transientError(`timed out waiting for the lock ${lock}`, {
+          hint: `another process holds it; if none is running, delete ${lock}`,
+        });
       }
+      const holder = await lockState(lock);
+      if (holder.state === 'gone') continue;
+      if (holder.state === 'dead') {
+        await breakStale(lock, holder.ino);
+        await this.sweepStale(target);
+        continue;
+      }
+      await new Promise((r) => setTimeout(r, 5 + Math.random() * 20));
     }
     try {
       return await fn();
     } finally {
       await unlink(lock).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Removes what killed lock takers left beside the lock: their `<lock>.<hex>.tmp` owner files,
+   * once older than a lock can live (a live taker links and removes its own within ms).
+   */
+  private async sweepStale(target: string): Promise<void> {
+    const dir = dirname(target);
+    const base = `${target.slice(dir.length + 1)}.lock.`;
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      if (!name.startsWith(base) || !name.endsWith('.tmp')) continue;
+      const path = join(dir, name);
+      const age = await stat(path).then(
+        (st) => Date.now() - st.mtimeMs,
+        () => 0,
+      );
+      if (age > STALE_LOCK_MS) await rm(path, { force: true });
     }
   }
 
@@ -301,6 +328,24 @@ export class LocalStore implements ObjectStore {
         },
       ],
     };
+  }
+}
+
+/**
+ * Creates the lock file whole: the owner is written to a file aside and linked into place,
+ * which fails when the lock exists. Resolves false when another process holds it.
+ */
+async function takeLock(lock: string): Promise<boolean> {
+  const temp = `${lock}.${randomBytes(6).toString('hex')}.tmp`;
+  await writeFile(temp, LOCK_OWNER, { flag: 'wx' });
+  try {
+    await link(temp, lock);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  } finally {
+    await unlink(temp).catch(() => undefined);
   }
 }
 

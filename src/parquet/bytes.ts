@@ -81,3 +81,17 @@ export class ByteSink {
     this.length = 0;
   }
 }
+
+/** A copy of `a` in twice the room. */
+export function grow8(a: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(a.length * 2);
+  b.set(a);
+  return b;
+}
+
+/** A copy of `a` in twice the room. */
+export function grow32(a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(a.length * 2);
+  b.set(a);
+  return b;
+}

@@ -9,13 +9,13 @@ import { ByteSink, grow8, grow32 } from './bytes.js';
 import { ChunkBuilder, type ColumnChunk, Encoding } from './chunk.js';
 import { type CompressFn, PageCompressor } from './compress.js';
 import { ByteDictionary } from './dictionary.js';
-import { bitWidth, writeHybrid } from './encoding.js';
+import { bitWidth, writeHybrid, writeRun } from './encoding.js';
 import { type ColumnSpec, levelsOf } from './schema.js';
 
 /** Levels per page before it is cut, whatever its byte size. */
 export const MAX_PAGE_LEVELS = 64 * 1024;
 /** Room past the page size for the value that fills a page, and the page's level runs. */
-const PAGE_SLACK = 64 * 1024 + MAX_PAGE_LEVELS / 4;
+export const PAGE_SLACK = 64 * 1024 + MAX_PAGE_LEVELS / 4;
 
 export interface ColumnOptions {
   /** Uncompressed bytes of values per data page. */
@@ -33,6 +33,12 @@ export interface ColumnOptions {
   compressFast?: CompressFn;
   /** CompressionCodec id written in the footer. */
   codec: number;
+  /**
+   * The buffer a page is assembled in before it is compressed, shared by the columns of one
+   * writer (pages are cut one at a time and copied out compressed); a column without one gets
+   * its own.
+   */
+  pageScratch?: ByteSink;
 }
 
 export abstract class ColumnWriter {
@@ -47,6 +53,11 @@ export abstract class ColumnWriter {
   protected reps: Uint8Array<ArrayBuffer> | undefined;
   protected levels = 0;
   protected nextRep = 0;
+  /**
+   * Whether every level of the current page is a flat column's present value: `defs` is then left
+   * unwritten and the page gets one run of levels, as most pages of most columns have no NULL.
+   */
+  private allPresent: boolean;
   /** PLAIN-encoded values of the current page, sized once so it never doubles past a page. */
   protected readonly vals: ByteSink;
   private readonly page: ByteSink;
@@ -84,7 +95,8 @@ export abstract class ColumnWriter {
     this.flat = maxRep === 0;
     if (maxRep > 0) this.reps = new Uint8Array(MAX_PAGE_LEVELS);
     this.vals = new ByteSink(options.pageBytes + PAGE_SLACK);
-    this.page = new ByteSink(options.pageBytes + PAGE_SLACK);
+    this.page = options.pageScratch ?? new ByteSink(options.pageBytes + PAGE_SLACK);
+    this.allPresent = this.flat;
     this.dictionaryUseful = dictionary;
     this.trial = dictionary;
     this.lengthPrefix = lengthPrefix;
@@ -221,6 +233,13 @@ export abstract class ColumnWriter {
 
   /** Records the levels of one value slot. */
   protected level(def: number): void {
+    if (this.allPresent) {
+      if (def === this.maxDef) {
+        this.levels++;
+        return;
+      }
+      this.writeOutPresent();
+    }
     if (this.levels === this.defs.length) {
       this.defs = grow8(this.defs);
       if (this.reps) this.reps = grow8(this.reps);
@@ -231,6 +250,13 @@ export abstract class ColumnWriter {
       this.nextRep = 1;
     }
     this.levels++;
+  }
+
+  /** Ends the all-present mode of the page: `defs` gets the levels it skipped. */
+  private writeOutPresent(): void {
+    this.allPresent = false;
+    while (this.defs.length < this.levels) this.defs = grow8(this.defs);
+    this.defs.fill(this.maxDef, 0, this.levels);
   }
 
   /** Cuts a page once the current one is full; called where a row ends. */
@@ -286,7 +312,9 @@ export abstract class ColumnWriter {
     const page = this.page;
     page.reset();
     if (this.reps) this.writeLevels(page, this.reps, 1);
-    this.writeLevels(page, this.defs, this.maxDef);
+    if (this.allPresent) this.writePresentLevels(page);
+    else this.writeLevels(page, this.defs, this.maxDef);
+    this.allPresent = this.flat;
     const encoding = this.writeValues(page);
     const body = page.view();
     this.chunk.addDataPage(body.length, this.pages.compress(body), this.levels, encoding);
@@ -294,6 +322,16 @@ export abstract class ColumnWriter {
     // Keep the buffers for the next page; only an outsized value's growth is given back.
     this.vals.shrink(this.options.pageBytes + PAGE_SLACK);
     page.shrink(this.options.pageBytes + PAGE_SLACK);
+  }
+
+  /** The levels of a page without NULLs: one run of maxDef, as writeHybrid would write it. */
+  private writePresentLevels(page: ByteSink): void {
+    if (this.levels < 8) this.writeOutPresent();
+    const at = page.length;
+    page.uint32(0);
+    if (this.allPresent) writeRun(page, this.maxDef, this.levels, bitWidth(this.maxDef));
+    else writeHybrid(page, this.defs, this.levels, bitWidth(this.maxDef));
+    page.buf.writeUInt32LE(page.length - at - 4, at);
   }
 
   private writeLevels(page: ByteSink, levels: Uint8Array, max: number): void {

@@ -60,15 +60,9 @@ export class Int64Column extends ColumnWriter {
     const s = this.vals;
     const o = s.length;
     if (o + 8 > s.buf.length) s.ensure(8);
-    const b = s.buf;
-    b[o] = lo;
-    b[o + 1] = lo >>> 8;
-    b[o + 2] = lo >>> 16;
-    b[o + 3] = lo >>> 24;
-    b[o + 4] = hi;
-    b[o + 5] = hi >>> 8;
-    b[o + 6] = hi >>> 16;
-    b[o + 7] = hi >>> 24;
+    // Both halves wrap modulo 2^32, as the two's complement bytes do.
+    s.dv.setUint32(o, lo, true);
+    s.dv.setInt32(o + 4, hi, true);
     s.length = o + 8;
     if (!this.seen) {
       this.minHi = this.maxHi = hi;
@@ -112,6 +106,23 @@ export class FloatingColumn extends ColumnWriter {
     const b = s.buf;
     for (let i = 0; i < w; i++) b[o + i] = src[off + w - 1 - i];
     s.length = o + w;
+    this.valueWritten(o);
+  }
+
+  /** Appends the `width` big-endian bytes at `src` offset `off`, as appendBE does, a word at a time. */
+  appendView(src: DataView, off: number): void {
+    const s = this.vals;
+    const o = s.length;
+    if (this.width === 4) {
+      if (o + 4 > s.buf.length) s.ensure(4);
+      s.dv.setUint32(o, src.getUint32(off), true);
+      s.length = o + 4;
+    } else {
+      if (o + 8 > s.buf.length) s.ensure(8);
+      s.dv.setUint32(o, src.getUint32(off + 4), true);
+      s.dv.setUint32(o + 4, src.getUint32(off), true);
+      s.length = o + 8;
+    }
     this.valueWritten(o);
   }
 }

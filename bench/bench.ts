@@ -1,183 +1,117 @@
 /**
- * `npm run bench`: throughput and memory of a full `nightshift run` on the trips table of
- * ../shared/bench/trips.sql, as ratios to the raw `COPY ... TO STDOUT (FORMAT binary)` time
- * measured in the same run (absolute times on shared machines move by 20% or more).
+ * `npm run bench`: throughput and memory of `nightshift run` on the trips table of
+ * ../shared/bench/trips.sql, beside PostgreSQL alone, plain clients and the peers, all measured
+ * in the same rounds. Every figure is also given as a ratio to PostgreSQL alone (the server's own
+ * `COPY ... TO '/dev/null' (FORMAT binary)`), because absolute times on shared machines move by
+ * 20% or more; the ratios are taken within a round.
  *
- *   npm run bench                       5,000,000 rows, embedded PostgreSQL
+ *   npm run bench                       5,000,000 rows, embedded PostgreSQL, 3 rounds
  *   npm run bench -- --rows 20000000    the memory check at 4x the rows
+ *   npm run bench -- --peers none       nightshift and the limits only
  *   NIGHTSHIFT_BENCH_PG_URL=postgres://... npm run bench   an existing server (table reused)
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DuckDBInstance } from '@duckdb/node-api';
-import pg from 'pg';
-import { stringify } from 'yaml';
 import { type EmbeddedPostgres, startEmbeddedPostgres } from '../src/demo/embedded.js';
-import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
-import { copyOut, pgSocket } from '../src/source/copy-out.js';
+import { ensureTable, nodeCopy, psqlCopy, serverCopy } from './limits.js';
+import { nightshiftRun, type RunFigures, verify } from './nightshift.js';
+import { csvThenDuckdb, type PeerFigures, pgCursorParquetjs, SLICE_ROWS } from './peers.js';
+import { performanceTable } from './report.js';
 
 const root = resolve(import.meta.dirname, '../..');
 const cli = join(root, 'dist/src/cli.js');
 const work = join(root, '.nightshift-bench');
 
 const { values } = parseArgs({
-  options: { rows: { type: 'string', default: '5000000' }, repeat: { type: 'string', default: '3' } },
+  options: {
+    rows: { type: 'string', default: '5000000' },
+    repeat: { type: 'string', default: '3' },
+    peers: { type: 'string', default: 'all' },
+  },
 });
 const rows = Number(values.rows);
 const repeat = Number(values.repeat);
+const withPeers = values.peers !== 'none';
 /** The 5M-row table is `trips`, as in ../shared/bench; other sizes get their own table. */
 const table = rows === 5_000_000 ? 'trips' : `trips_${rows}`;
 
 const log = (text: string) => process.stderr.write(`${text}\n`);
 
-async function ensureTable(url: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    await client.query('CREATE TABLE IF NOT EXISTS bench_tables (name text PRIMARY KEY, rows bigint)');
-    const meta = await client.query<{ rows: string }>('SELECT rows FROM bench_tables WHERE name = $1', [
-      table,
-    ]);
-    if (Number(meta.rows[0]?.rows) === rows) {
-      log(`reusing ${table} (${rows.toLocaleString('en-US')} rows)`);
-      return;
-    }
-    log(
-      `building ${table} with ${rows.toLocaleString('en-US')} rows (the generator of ../shared/bench/trips.sql)...`,
-    );
-    await client.query(`DROP TABLE IF EXISTS ${table}`);
-    const ddl = TRIPS_DDL.replace(/CREATE INDEX[^;]*;/, '').replace('trips', table);
-    await client.query(ddl);
-    const insert = TRIPS_INSERT.replace('INSERT INTO trips', `INSERT INTO ${table}`);
-    const step = 1_000_000;
-    for (let first = 1; first <= rows; first += step) {
-      await client.query(insert, [first, Math.min(rows, first + step - 1)]);
-    }
-    await client.query(`CREATE INDEX ${table}_updated_at ON ${table} (updated_at, trip_id)`);
-    await client.query(`VACUUM ANALYZE ${table}`);
-    await client.query(
-      'INSERT INTO bench_tables VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET rows = $2',
-      [table, rows],
-    );
-  } finally {
-    await client.end();
-  }
+interface Round {
+  serverMs: number | undefined;
+  psqlMs: number | undefined;
+  nodeMs: number;
+  run: RunFigures;
+  exportMs: number;
+  loadMs: number;
+  peerA: PeerFigures | undefined;
+  peerB: PeerFigures | undefined;
 }
 
-/** The limit: psql's \copy of the whole table in binary to /dev/null (as the bench README measures it). */
-function psqlCopy(url: string): number | undefined {
-  const psql = spawnSync('psql', ['--version']);
-  if (psql.status !== 0) return undefined;
-  const started = performance.now();
-  execFileSync('psql', [url, '-q', '-c', `\\copy (select * from ${table}) to '/dev/null' (format binary)`]);
-  return performance.now() - started;
+async function round(url: string, i: number): Promise<Round> {
+  const serverMs = await serverCopy(url, table);
+  const psqlMs = psqlCopy(url, table);
+  const nodeMs = await nodeCopy(url, table);
+  const run = await nightshiftRun(cli, url, table, join(work, `run${i}`), false);
+  const sequential = await nightshiftRun(cli, url, table, join(work, `seq${i}`), true);
+  rmSync(join(work, `seq${i}`), { recursive: true, force: true });
+  const { export: exportMs, load: loadMs } = sequential.summary.timings_ms as Record<string, number>;
+  const peerA = withPeers
+    ? await csvThenDuckdb(url, table, work, join(root, 'dist/bench/peer-duckdb-csv.js'))
+    : undefined;
+  const peerB = withPeers
+    ? await pgCursorParquetjs(url, table, rows, work, join(root, 'dist/bench/peer-pg-cursor.js'))
+    : undefined;
+  return { serverMs, psqlMs, nodeMs, run, exportMs, loadMs, peerA, peerB };
 }
 
-/** Node reading the same COPY (nightshift's COPY reader) and discarding it. */
-async function nodeCopy(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url, stream: pgSocket });
-  await client.connect();
-  const started = performance.now();
-  await copyOut(client, `COPY (SELECT * FROM ${table}) TO STDOUT (FORMAT binary)`, () => undefined);
-  const ms = performance.now() - started;
-  await client.end();
-  return ms;
-}
-
-interface RunFigures {
-  ms: number;
-  summary: Record<string, unknown>;
-}
-
-/**
- * One `nightshift run` into a fresh local stage and DuckDB file. `sequential` writes one part, so
- * the DuckDB load starts only after the export: its `export` timing (which ends when the last part
- * is staged) is the stage-only figure, and its `load` timing what DuckDB's own insert costs.
- */
-async function nightshiftRun(url: string, i: number, sequential = false): Promise<RunFigures> {
-  const dir = join(work, sequential ? `seq${i}` : `run${i}`);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const config = join(dir, 'nightshift.yaml');
-  writeFileSync(
-    config,
-    stringify({
-      job: 'trips',
-      source: { url, table: `public.${table}`, cursor: 'updated_at', key: ['trip_id'] },
-      stage: { url: pathToFileURL(join(dir, 'stage')).href },
-      warehouse: { table: 'trips', mode: 'append', duckdb: { path: join(dir, 'warehouse.duckdb') } },
-      temp_dir: join(dir, 'tmp'),
-      log: { format: 'json', progress: 'off' },
-      ...(sequential ? { parquet: { part_size_mb: 100_000 } } : {}),
-    }),
-  );
-  const started = performance.now();
-  const out = await new Promise<string>((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [cli, 'run', '--config', config], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let stdout = '';
-    child.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
-    });
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolvePromise(stdout) : reject(new Error(`run exited ${code}: ${stdout.slice(-2000)}`)),
-    );
+/** One round as flat figures: seconds, ratios to the limits (limit time / time), MB. */
+function figuresOf(r: Round): Record<string, number | undefined> {
+  const s = (ms: number | undefined) => (ms === undefined ? undefined : round2(ms / 1000));
+  const to = (limit: number | undefined, ms: number | undefined) =>
+    limit === undefined || ms === undefined ? undefined : round2(limit / ms);
+  const limit = r.psqlMs ?? r.nodeMs;
+  const peer = (name: string, p: PeerFigures | undefined) => ({
+    [`${name}_s`]: s(p?.ms),
+    [`${name}_ratio_to_server_limit`]: to(r.serverMs, p?.ms),
+    [`${name}_peak_rss_mb`]: p?.peakRssMb,
+    [`${name}_parquet_mb`]: p && round2(p.bytes / 1e6),
   });
-  const ms = performance.now() - started;
-  const lines = out.trim().split('\n');
-  return { ms, summary: JSON.parse(lines[lines.length - 1]) as Record<string, unknown> };
+  return {
+    server_limit_s: s(r.serverMs),
+    psql_limit_s: s(r.psqlMs),
+    psql_ratio_to_server_limit: to(r.serverMs, r.psqlMs),
+    node_copy_s: s(r.nodeMs),
+    run_s: s(r.run.ms),
+    run_ratio_to_server_limit: to(r.serverMs, r.run.ms),
+    run_ratio_to_limit: to(limit, r.run.ms),
+    export_s: s(r.exportMs),
+    export_ratio_to_server_limit: to(r.serverMs, r.exportMs),
+    export_ratio_to_limit: to(limit, r.exportMs),
+    duckdb_insert_after_export_s: s(r.loadMs),
+    peak_rss_mb: r.run.summary.peak_rss_mb as number,
+    ...peer('csv_duckdb', r.peerA),
+    ...peer('pg_cursor_parquetjs', r.peerB),
+  };
 }
 
-/** Checks the staged files and the warehouse against PostgreSQL: count and sums. */
-async function verify(
-  url: string,
-  dir: string,
-): Promise<{ ok: boolean; oursBytes: number; duckBytes: number }> {
-  const files: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      if (e.isDirectory()) walk(join(d, e.name));
-      else if (e.name.endsWith('.parquet')) files.push(join(d, e.name));
-    }
-  };
-  walk(join(dir, 'stage'));
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  const facts = `count(*)::text AS n, sum(fare_usd)::text AS fare, sum(trip_id)::text AS ids, sum(rider_id)::text AS riders`;
-  const [source] = (await client.query(`SELECT ${facts} FROM ${table}`)).rows as Record<string, string>[];
-  await client.end();
-  const duck = await DuckDBInstance.create(':memory:');
-  const con = await duck.connect();
-  const list = `[${files.map((f) => `'${f}'`).join(', ')}]`;
-  const read = async (from: string) => {
-    const r = await con.runAndReadAll(`SELECT ${facts} FROM ${from}`);
-    return r.getRowObjectsJson()[0] as Record<string, string>;
-  };
-  const staged = await read(`read_parquet(${list})`);
-  await con.run(`ATTACH '${join(dir, 'warehouse.duckdb')}' AS wh (READ_ONLY)`);
-  const loaded = await read('wh.trips');
-  const duckFile = join(dir, 'duckdb-zstd.parquet');
-  await con.run(
-    `COPY (SELECT * FROM read_parquet(${list})) TO '${duckFile}' (FORMAT parquet, COMPRESSION zstd)`,
-  );
-  con.closeSync();
-  duck.closeSync();
-  const same = (a: Record<string, string>) => JSON.stringify(a) === JSON.stringify(source);
-  if (!same(staged) || !same(loaded))
-    log(
-      `MISMATCH source ${JSON.stringify(source)} staged ${JSON.stringify(staged)} loaded ${JSON.stringify(loaded)}`,
-    );
-  return {
-    ok: same(staged) && same(loaded),
-    oursBytes: files.reduce((n, f) => n + statSync(f).size, 0),
-    duckBytes: statSync(duckFile).size,
-  };
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : round2((sorted[mid - 1] + sorted[mid]) / 2);
+}
+
+/** The median of every figure over the rounds (figures a round lacks are left out). */
+function mediansOf(rounds: Record<string, number | undefined>[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const key of Object.keys(rounds[0])) {
+    const xs = rounds.map((r) => r[key]).filter((x): x is number => x !== undefined);
+    if (xs.length) out[key] = median(xs);
+  }
+  return out;
 }
 
 function startupMs(): number {
@@ -188,6 +122,18 @@ function startupMs(): number {
     times.push(performance.now() - started);
   }
   return times.sort((a, b) => a - b)[3];
+}
+
+function logRound(i: number, f: Record<string, number | undefined>): void {
+  const x = (v: number | undefined) => (v === undefined ? '-' : `${v}x`);
+  log(
+    `round ${i + 1}: server limit ${f.server_limit_s} s, psql ${f.psql_limit_s} s (${x(f.psql_ratio_to_server_limit)}), ` +
+      `nightshift run ${f.run_s} s (${x(f.run_ratio_to_server_limit)}), export to the stage alone ${f.export_s} s ` +
+      `(${x(f.export_ratio_to_server_limit)}) then DuckDB's insert ${f.duckdb_insert_after_export_s} s, ` +
+      `peak RSS ${f.peak_rss_mb} MB; peers: csv+DuckDB ${f.csv_duckdb_s ?? '-'} s (${x(f.csv_duckdb_ratio_to_server_limit)}, ` +
+      `${f.csv_duckdb_peak_rss_mb ?? '-'} MB), pg-cursor+parquetjs-lite ${f.pg_cursor_parquetjs_s ?? '-'} s ` +
+      `(${x(f.pg_cursor_parquetjs_ratio_to_server_limit)}, ${f.pg_cursor_parquetjs_peak_rss_mb ?? '-'} MB)`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -203,63 +149,56 @@ async function main(): Promise<void> {
     url = server.url;
   }
   try {
-    await ensureTable(url);
-    const results: {
-      limitMs: number;
-      limitKind: string;
-      nodeMs: number;
-      run: RunFigures;
-      exportMs: number;
-      loadMs: number;
-    }[] = [];
+    await ensureTable(url, table, rows);
+    const rounds: Round[] = [];
+    const figures: Record<string, number | undefined>[] = [];
     for (let i = 0; i < repeat; i++) {
-      const psqlMs = psqlCopy(url);
-      const nodeMs = await nodeCopy(url);
-      const run = await nightshiftRun(url, i);
-      const sequential = await nightshiftRun(url, i, true);
-      const { export: exportMs, load: loadMs } = sequential.summary.timings_ms as Record<string, number>;
-      const limitMs = psqlMs ?? nodeMs;
-      results.push({
-        limitMs,
-        limitKind: psqlMs ? 'psql \\copy binary' : 'node COPY binary (no psql)',
-        nodeMs,
-        run,
-        exportMs,
-        loadMs,
-      });
-      log(
-        `round ${i + 1}: limit ${(limitMs / 1000).toFixed(2)} s, node COPY ${(nodeMs / 1000).toFixed(2)} s, nightshift run ${(run.ms / 1000).toFixed(2)} s, ratio ${(limitMs / run.ms).toFixed(2)}x, export to the stage alone ${(exportMs / 1000).toFixed(2)} s (${(limitMs / exportMs).toFixed(2)}x) then DuckDB's insert ${(loadMs / 1000).toFixed(2)} s, peak RSS ${run.summary.peak_rss_mb} MB`,
-      );
+      rounds.push(await round(url, i));
+      figures.push(figuresOf(rounds[i]));
+      logRound(i, figures[i]);
     }
     // The median round, not the best: figures that survive a noisy neighbour.
-    const byRatio = [...results].sort((a, b) => a.limitMs / a.run.ms - b.limitMs / b.run.ms);
-    const best = byRatio[Math.floor(byRatio.length / 2)];
-    const check = await verify(url, join(work, `run${results.indexOf(best)}`));
-    const figures = {
+    const key =
+      figures[0].run_ratio_to_server_limit === undefined ? 'run_ratio_to_limit' : 'run_ratio_to_server_limit';
+    const order = figures.map((f, i) => ({ i, v: f[key] ?? 0 })).sort((a, b) => a.v - b.v);
+    const mid = order[order.length >> 1].i;
+    const best = rounds[mid];
+    const f = figures[mid];
+    const check = await verify(url, table, join(work, `run${mid}`));
+    const limitMs = best.psqlMs ?? best.nodeMs;
+    const medians = mediansOf(figures);
+    const out = {
       rows,
-      limit: best.limitKind,
-      limit_s: round(best.limitMs / 1000),
-      limit_rows_per_s: Math.round(rows / (best.limitMs / 1000)),
-      node_copy_s: round(best.nodeMs / 1000),
-      run_s: round(best.run.ms / 1000),
+      limit: best.psqlMs ? 'psql \\copy binary' : 'node COPY binary (no psql)',
+      limit_s: round2(limitMs / 1000),
+      limit_rows_per_s: Math.round(rows / (limitMs / 1000)),
+      node_copy_s: f.node_copy_s,
+      run_s: f.run_s,
       run_rows_per_s: Math.round(rows / (best.run.ms / 1000)),
-      ratio_to_limit: round(best.limitMs / best.run.ms),
-      ratios_all_rounds: results.map((r) => round(r.limitMs / r.run.ms)),
-      export_to_stage_s: round(best.exportMs / 1000),
-      export_ratio_to_limit: round(best.limitMs / best.exportMs),
-      duckdb_insert_after_export_s: round(best.loadMs / 1000),
-      export_ratios_all_rounds: results.map((r) => round(r.limitMs / r.exportMs)),
-      peak_rss_mb: best.run.summary.peak_rss_mb,
-      peak_rss_mb_all_rounds: results.map((r) => r.run.summary.peak_rss_mb),
+      ratio_to_limit: f.run_ratio_to_limit,
+      ratios_all_rounds: figures.map((r) => r.run_ratio_to_limit),
+      export_to_stage_s: f.export_s,
+      export_ratio_to_limit: f.export_ratio_to_limit,
+      duckdb_insert_after_export_s: f.duckdb_insert_after_export_s,
+      export_ratios_all_rounds: figures.map((r) => r.export_ratio_to_limit),
+      peak_rss_mb: f.peak_rss_mb,
+      peak_rss_mb_all_rounds: figures.map((r) => r.peak_rss_mb),
       timings_ms: best.run.summary.timings_ms,
       files: best.run.summary.files,
-      parquet_mb: round(check.oursBytes / 1e6),
-      duckdb_zstd_mb: round(check.duckBytes / 1e6),
-      size_ratio_to_duckdb: round(check.oursBytes / check.duckBytes),
+      parquet_mb: round2(check.oursBytes / 1e6),
+      duckdb_zstd_mb: round2(check.duckBytes / 1e6),
+      size_ratio_to_duckdb: round2(check.oursBytes / check.duckBytes),
       verified: check.ok,
-      startup_version_ms: round(startupMs()),
+      startup_version_ms: round2(startupMs()),
+      server_limit_s: f.server_limit_s,
+      export_ratio_to_server_limit: f.export_ratio_to_server_limit,
+      run_ratio_to_server_limit: f.run_ratio_to_server_limit,
+      peer_slice_rows: withPeers ? Math.min(rows, SLICE_ROWS) : undefined,
+      medians,
+      rounds: figures,
     };
-    process.stdout.write(`${JSON.stringify(figures, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+    log(`\n${performanceTable(rows, figures, Math.min(rows, SLICE_ROWS))}`);
     if (!check.ok) process.exitCode = 1;
   } finally {
     await server?.stop();
@@ -270,7 +209,7 @@ async function main(): Promise<void> {
   }
 }
 
-function round(n: number): number {
+function round2(n: number): number {
   return Math.round(n * 100) / 100;
 }
 

@@ -96,6 +96,55 @@ describe('COPY reader', () => {
     });
   }
 
+  /**
+   * Reads a COPY the server produces slowly (a row of 4 KB every 2 ms, flushed in 8 KB sends),
+   * recording in order each read (the bytes of its messages) and each pause of the socket.
+   */
+  async function slowCopyEvents(stream: () => Socket): Promise<(number | 'pause')[]> {
+    const client = new pg.Client({ connectionString: dbUrl, stream });
+    await client.connect();
+    const socket = (client as unknown as { connection: { stream: Socket } }).connection.stream;
+    const events: (number | 'pause')[] = [];
+    const pause = socket.pause.bind(socket);
+    socket.pause = () => {
+      events.push('pause');
+      return pause();
+    };
+    let bytes = 0;
+    try {
+      const rows = await copyOut(
+        client,
+        "COPY (SELECT g, repeat('x', 4000), pg_sleep(0.002) FROM generate_series(1, 60) g) TO STDOUT (FORMAT binary)",
+        (_b, start, end) => {
+          bytes += end - start + 5;
+        },
+        {
+          pauseWhile: () => {
+            events.push(bytes);
+            bytes = 0;
+            return undefined;
+          },
+        },
+      );
+      expect(rows).toBe(60);
+    } finally {
+      await client.end();
+    }
+    return events;
+  }
+
+  it('waits after a short read on the reusing socket, so that the next read takes a batch', async () => {
+    const events = await slowCopyEvents(() => pgSocket({}));
+    // Every read short of 60 KiB but the last (which ends the COPY) is followed by a pause.
+    const short = events.flatMap((e, i) =>
+      typeof e === 'number' && e < 60 * 1024 && i < events.length - 1 ? [i] : [],
+    );
+    expect(short.length).toBeGreaterThan(3);
+    expect(short.filter((i) => events[i + 1] !== 'pause')).toEqual([]);
+    // An ordinary socket (TLS) hands over what one record holds, whatever waits: no batching.
+    expect(await slowCopyEvents(() => new Socket())).not.toContain('pause');
+  });
+
   it('gives TLS connections an ordinary socket to wrap', () => {
     expect(reusesReadBuffer(pgSocket({}))).toBe(true);
     expect(reusesReadBuffer(pgSocket({ ssl: true }))).toBe(false);

@@ -142,6 +142,51 @@ describe('PartWriter', () => {
   });
 });
 
+describe('definition levels', () => {
+  /** Rows of one nullable INT64 column `v` (NULL where `isNull`), in pages of 64 KiB. */
+  function writeNullable(name: string, rows: number, isNull: (i: number) => boolean): string {
+    const writer = new PartWriter({
+      dir,
+      fileName: () => `${name}.parquet`,
+      columns: [{ name: 'v', physical: Physical.INT64, logical: { kind: 'int', bits: 64, signed: true } }],
+      codec: 'zstd',
+      level: 3,
+      partBytes: 1 << 30,
+      rowGroupBytes: 1 << 20,
+      pageBytes: 64 * 1024,
+      dictionary: false,
+      createdBy: 'nightshift test',
+    });
+    const [v] = writer.columns as [Int64Column];
+    for (let i = 0; i < rows; i++) {
+      if (isNull(i)) v.appendNull();
+      else v.append(0, i);
+      writer.endRow();
+    }
+    return writer.finish()[0].path;
+  }
+
+  async function readBack(path: string): Promise<(bigint | null)[]> {
+    const file = await asyncBufferFromFile(path);
+    const objects = await parquetReadObjects({ file, compressors });
+    return objects.map((o) => (o.v as bigint | undefined) ?? null);
+  }
+
+  it('keeps the values before a NULL that comes in the middle of a page, and pages of under 8 values', async () => {
+    // 8192 values fill a 64 KiB page: NULLs at 1000 and 1001 fall mid-page, the last page holds 3.
+    const rows = 3 * 8192 + 3;
+    const nulls = new Set([1000, 1001, 8192 * 2 + 5, rows - 2]);
+    const got = await readBack(writeNullable('levels-mid-page', rows, (i) => nulls.has(i)));
+    expect(got).toHaveLength(rows);
+    const wrong = got.flatMap((v, i) => (v === (nulls.has(i) ? null : BigInt(i)) ? [] : [i]));
+    expect(wrong).toEqual([]);
+    for (const few of [1, 5, 7, 8]) {
+      const small = await readBack(writeNullable(`levels-${few}`, few, () => false));
+      expect(small).toEqual(Array.from({ length: few }, (_, i) => BigInt(i)));
+    }
+  });
+});
+
 describe('memory', () => {
   it('holds one row group, not the part: a part of many row groups takes no more memory than one', async () => {
     setFlagsFromString('--expose-gc');

@@ -4,10 +4,13 @@
  */
 export class ByteSink {
   buf: Buffer;
+  /** A DataView of `buf`, replaced with it: multi-byte values are written with one store each. */
+  dv: DataView;
   length = 0;
 
   constructor(initialCapacity = 64 * 1024) {
     this.buf = Buffer.allocUnsafe(initialCapacity);
+    this.dv = viewOf(this.buf);
   }
 
   /** Makes room for `n` more bytes. */
@@ -19,6 +22,7 @@ export class ByteSink {
     const next = Buffer.allocUnsafe(size);
     this.buf.copy(next, 0, 0, this.length);
     this.buf = next;
+    this.dv = viewOf(next);
   }
 
   byte(v: number): void {
@@ -77,7 +81,29 @@ export class ByteSink {
 
   /** Empties the sink, giving back memory when one wide value grew it past twice `capacity`. */
   shrink(capacity: number): void {
-    if (this.buf.length > capacity * 2) this.buf = Buffer.allocUnsafe(capacity);
+    if (this.buf.length > capacity * 2) {
+      this.buf = Buffer.allocUnsafe(capacity);
+      this.dv = viewOf(this.buf);
+    }
     this.length = 0;
   }
+}
+
+/** A copy of `a` in twice the room. */
+export function grow8(a: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(a.length * 2);
+  b.set(a);
+  return b;
+}
+
+/** A copy of `a` in twice the room. */
+export function grow32(a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(a.length * 2);
+  b.set(a);
+  return b;
+}
+
+/** A DataView of exactly the bytes of `b`. */
+export function viewOf(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }

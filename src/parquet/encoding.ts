@@ -37,6 +37,12 @@ export function writeHybrid(out: ByteSink, values: ArrayLike<number>, count: num
   }
 }
 
+/** Appends `count` (8 or more) copies of `value` as one RLE run, as writeHybrid writes such a run. */
+export function writeRun(out: ByteSink, value: number, count: number, width: number): void {
+  out.varint(count * 2);
+  writeLE(out, value, (width + 7) >> 3);
+}
+
 function runEndFrom(values: ArrayLike<number>, start: number, count: number): number {
   const v = values[start];
   let j = start + 1;

@@ -19,6 +19,7 @@ import {
   Int32Column,
   Int64Column,
 } from './column.js';
+import { PAGE_SLACK } from './column-writer.js';
 import { CODEC_ID, type Codec, createCompressor, fastLevel } from './compress.js';
 import { type ColumnSpec, Physical, writeSchemaElements } from './schema.js';
 import { CompactWriter } from './thrift.js';
@@ -124,6 +125,7 @@ export class PartWriter {
       compress: createCompressor(options.codec, options.level),
       compressFast: fast === undefined ? undefined : createCompressor(options.codec, fast),
       codec: CODEC_ID[options.codec],
+      pageScratch: new ByteSink(options.pageBytes + PAGE_SLACK),
     };
     this.columns = options.columns.map((spec) => createColumn(spec, columnOptions));
   }

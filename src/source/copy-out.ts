@@ -8,6 +8,7 @@
  */
 import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
 import type pg from 'pg';
 
 /** Receives the bytes of one CopyData message: b[start, end). */
@@ -38,6 +39,12 @@ const COPY_MESSAGES = new Set([0x48, COPY_DATA, COPY_DONE, 0x4e, 0x53, 0x41]);
 
 /** Bytes one socket read can take into a reused buffer. */
 const READ_BUFFER_BYTES = 256 * 1024;
+/**
+ * A read of fewer bytes means the reader is ahead of the server, and it waits BATCH_WAIT_MS
+ * before the next one (see CopyOutQuery.maybePause).
+ */
+const BATCH_READ_BYTES = 64 * 1024;
+const BATCH_WAIT_MS = 1;
 /** Marks a socket from pgSocket(); `reader` takes its reads while a COPY owns it. */
 const reusing = Symbol('nightshift.reusingSocket');
 type ReusingState = { reader?: (chunk: Buffer) => void };
@@ -87,6 +94,8 @@ class CopyOutQuery {
   /** Bytes of a message that straddles socket reads. */
   private pending: Buffer | undefined;
   private detached = false;
+  /** Whether short reads wait for a batch (a reusing socket: one read takes all that waits). */
+  private batching = false;
   private readonly onChunk = (chunk: Buffer) => this.take(chunk);
   private settle: { resolve: (rows: number) => void; reject: (err: Error) => void } | undefined;
   private failure: Error | undefined;
@@ -120,6 +129,7 @@ class CopyOutQuery {
     this.pgHandler = handlers[0];
     stream.removeListener('data', this.pgHandler);
     const state = (stream as ReusingSocket)[reusing];
+    this.batching = state !== undefined;
     if (state) state.reader = this.onChunk;
     else stream.on('data', this.onChunk);
     connection.query(this.text);
@@ -143,14 +153,25 @@ class CopyOutQuery {
     this.watchStall(this.pauses === 0);
     try {
       this.parse(chunk);
-      if (!this.detached) this.maybePause();
+      if (!this.detached) this.maybePause(chunk.length);
     } catch (err) {
       this.fail(err as Error);
     }
   }
 
-  private maybePause(): void {
-    const wait = this.options.pauseWhile?.();
+  /**
+   * Pauses reading while the consumer asks. Otherwise, on a reusing socket, a short read means
+   * the reader drains the socket faster than the server fills it, one small read and one wakeup
+   * per few server sends: waiting a millisecond lets a batch gather (the kernel buffers it, and
+   * the server does not wait), so the next read takes it at once and the server's sends wake no
+   * one. On 5M rows of the bench's table: 75,000 reads of 13 KB became 6,300 of 150 KB, with 0.6
+   * s less CPU in this process and 0.5 s less in PostgreSQL's. An ordinary socket (TLS) hands
+   * over a record at a time, whatever is waiting, so it is not batched.
+   */
+  private maybePause(bytes: number): void {
+    const wait =
+      this.options.pauseWhile?.() ??
+      (this.batching && bytes < BATCH_READ_BYTES ? delay(BATCH_WAIT_MS) : undefined);
     if (!wait) return;
     const stream = this.connection?.stream;
     stream?.pause();

@@ -4,6 +4,7 @@
  * src/backend/utils/adt/ in PostgreSQL and the COPY manual page ("Binary Format").
  */
 import { NightshiftError, validationError } from '../errors.js';
+import { viewOf } from '../parquet/bytes.js';
 import type {
   BooleanColumn,
   ByteArrayColumn,
@@ -16,7 +17,8 @@ import type {
 import type { PartWriter } from '../parquet/writer.js';
 import { CLAMP, type ColumnPlan } from './types.js';
 
-type Decode = (b: Buffer, p: number, len: number) => void;
+/** Decodes one value at p (len bytes) of `b`, whose DataView is `v` (big-endian reads in one load). */
+type Decode = (v: DataView, b: Buffer, p: number, len: number) => void;
 type DecodeNull = () => void;
 
 const SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
@@ -28,11 +30,6 @@ const EPOCH_SHIFT_LO = 993517568;
 const EPOCH_SHIFT_DAYS = 10957;
 
 export type InfinityPolicy = 'clamp' | 'null' | 'error';
-
-const int32At = (b: Buffer, p: number) => (b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3];
-const uint32At = (b: Buffer, p: number) => int32At(b, p) >>> 0;
-const int16At = (b: Buffer, p: number) => ((b[p] << 24) >> 16) | b[p + 1];
-const uint16At = (b: Buffer, p: number) => (b[p] << 8) | b[p + 1];
 
 function splitBig(v: bigint): [number, number] {
   return [Number(BigInt.asIntN(64, v) >> 32n), Number(v & 0xffffffffn)];
@@ -50,6 +47,9 @@ export class CopyBinaryDecoder {
   private readonly writer: PartWriter;
   private readonly columnCount: number;
   private headerDone = false;
+  /** The last input buffer and its DataView (the socket reuses one buffer read after read). */
+  private input: Buffer | undefined;
+  private view: DataView | undefined;
   private trailerSeen = false;
   /** Bytes of COPY data received. */
   bytes = 0;
@@ -84,13 +84,18 @@ export class CopyBinaryDecoder {
    */
   decodeMessage(b: Buffer, start: number, end: number): void {
     this.bytes += end - start;
+    if (b !== this.input) {
+      this.input = b;
+      this.view = viewOf(b);
+    }
+    const v = this.view as DataView;
     let p = start;
     if (!this.headerDone) p = this.header(b, p, end);
     const decoders = this.decoders;
     const nulls = this.nulls;
     const fields = this.columnCount;
     while (p < end) {
-      const n = int16At(b, p);
+      const n = v.getInt16(p);
       p += 2;
       if (n === -1) {
         this.trailerSeen = true;
@@ -98,11 +103,11 @@ export class CopyBinaryDecoder {
       }
       if (n !== fields) throw new Error(`COPY row has ${n} fields, expected ${fields}`);
       for (let f = 0; f < fields; f++) {
-        const l = int32At(b, p);
+        const l = v.getInt32(p);
         p += 4;
         if (l < 0) nulls[f]();
         else {
-          decoders[f](b, p, l);
+          decoders[f](v, b, p, l);
           p += l;
         }
       }
@@ -116,7 +121,7 @@ export class CopyBinaryDecoder {
       throw new Error('COPY data does not start with the binary format signature');
     }
     this.headerDone = true;
-    return p + 19 + uint32At(b, p + 15);
+    return p + 19 + b.readUInt32BE(p + 15);
   }
 
   /** Checks that the stream ended where COPY data ends. */
@@ -134,50 +139,50 @@ function valueDecoder(plan: ColumnPlan, column: ColumnWriter, infinity: Infinity
   switch (plan.decoder) {
     case 'bool': {
       const c = column as BooleanColumn;
-      return (b, p) => c.append(b[p] !== 0);
+      return (_v, b, p) => c.append(b[p] !== 0);
     }
     case 'int2': {
       const c = column as Int32Column;
-      return (b, p) => c.append(int16At(b, p));
+      return (v, _b, p) => c.append(v.getInt16(p));
     }
     case 'int4': {
       const c = column as Int32Column;
-      return (b, p) => c.append(int32At(b, p));
+      return (v, _b, p) => c.append(v.getInt32(p));
     }
     case 'int8': {
       const c = column as Int64Column;
-      return (b, p) => c.append(int32At(b, p), uint32At(b, p + 4));
+      return (v, _b, p) => c.append(v.getInt32(p), v.getUint32(p + 4));
     }
     case 'oid': {
       const c = column as Int64Column;
-      return (b, p) => c.append(0, uint32At(b, p));
+      return (v, _b, p) => c.append(0, v.getUint32(p));
     }
     case 'float4':
     case 'float8': {
       const c = column as FloatingColumn;
-      return (b, p) => c.appendBE(b, p);
+      return (v, _b, p) => c.appendView(v, p);
     }
     case 'text':
     case 'bytea': {
       const c = column as ByteArrayColumn;
-      return (b, p, len) => c.append(b, p, len);
+      return (_v, b, p, len) => c.append(b, p, len);
     }
     case 'jsonb': {
       const c = column as ByteArrayColumn;
-      return (b, p, len) => {
+      return (_v, b, p, len) => {
         if (b[p] !== 1) throw new Error(`column ${plan.name}: unknown jsonb binary version ${b[p]}`);
         c.append(b, p + 1, len - 1);
       };
     }
     case 'uuid': {
       const c = column as FixedColumn;
-      return (b, p) => c.append(b, p);
+      return (_v, b, p) => c.append(b, p);
     }
     case 'date':
       return dateDecoder(plan, column as Int32Column, infinity);
     case 'time': {
       const c = column as Int64Column;
-      return (b, p) => c.append(int32At(b, p), uint32At(b, p + 4));
+      return (v, _b, p) => c.append(v.getInt32(p), v.getUint32(p + 4));
     }
     case 'timestamp':
       return timestampDecoder(plan, column as Int64Column, infinity);
@@ -194,8 +199,8 @@ function infiniteValue(plan: ColumnPlan, positive: boolean): never {
 }
 
 function dateDecoder(plan: ColumnPlan, c: Int32Column, infinity: InfinityPolicy): Decode {
-  return (b, p) => {
-    const days = int32At(b, p);
+  return (v, _b, p) => {
+    const days = v.getInt32(p);
     if (days === 0x7fffffff || days === -0x80000000) {
       const positive = days > 0;
       if (infinity === 'clamp') c.append(positive ? CLAMP.maxDays : CLAMP.minDays);
@@ -208,9 +213,9 @@ function dateDecoder(plan: ColumnPlan, c: Int32Column, infinity: InfinityPolicy)
 }
 
 function timestampDecoder(plan: ColumnPlan, c: Int64Column, infinity: InfinityPolicy): Decode {
-  return (b, p) => {
-    let hi = int32At(b, p);
-    let lo = uint32At(b, p + 4);
+  return (v, _b, p) => {
+    let hi = v.getInt32(p);
+    let lo = v.getUint32(p + 4);
     if ((hi === 0x7fffffff && lo === 0xffffffff) || (hi === -0x80000000 && lo === 0)) {
       const positive = hi > 0;
       if (infinity === 'clamp') {
@@ -244,14 +249,14 @@ function decimalDecoder(plan: ColumnPlan, column: ColumnWriter): Decode {
   };
   if (precision <= 15) {
     // Every partial sum is below 10^15 < 2^53: double arithmetic is exact.
-    const toNumber = (b: Buffer, p: number): number => {
-      const ndigits = int16At(b, p);
-      const weight = int16At(b, p + 2);
-      const sign = uint16At(b, p + 4);
+    const toNumber = (v: DataView, p: number): number => {
+      const ndigits = v.getInt16(p);
+      const weight = v.getInt16(p + 2);
+      const sign = v.getUint16(p + 4);
       if (sign !== 0 && sign !== NUMERIC_NEG) special(sign);
       let acc = 0;
       for (let i = 0; i < ndigits; i++) {
-        const d = uint16At(b, p + 8 + 2 * i);
+        const d = v.getUint16(p + 8 + 2 * i);
         const e = 4 * (weight - i) + scale;
         if (e >= 0) acc += d * POW10[e];
         else acc += Math.trunc(d / POW10[-e]);
@@ -260,23 +265,23 @@ function decimalDecoder(plan: ColumnPlan, column: ColumnWriter): Decode {
     };
     if (precision <= 9) {
       const c = column as Int32Column;
-      return (b, p) => c.append(toNumber(b, p));
+      return (v, _b, p) => c.append(toNumber(v, p));
     }
     const c = column as Int64Column;
-    return (b, p) => {
-      const v = toNumber(b, p);
-      const hi = Math.floor(v / TWO32);
-      c.append(hi, v - hi * TWO32);
+    return (v, _b, p) => {
+      const n = toNumber(v, p);
+      const hi = Math.floor(n / TWO32);
+      c.append(hi, n - hi * TWO32);
     };
   }
-  const toBigInt = (b: Buffer, p: number): bigint => {
-    const ndigits = int16At(b, p);
-    const weight = int16At(b, p + 2);
-    const sign = uint16At(b, p + 4);
+  const toBigInt = (v: DataView, p: number): bigint => {
+    const ndigits = v.getInt16(p);
+    const weight = v.getInt16(p + 2);
+    const sign = v.getUint16(p + 4);
     if (sign !== 0 && sign !== NUMERIC_NEG) special(sign);
     let acc = 0n;
     for (let i = 0; i < ndigits; i++) {
-      const d = BigInt(uint16At(b, p + 8 + 2 * i));
+      const d = BigInt(v.getUint16(p + 8 + 2 * i));
       const e = 4 * (weight - i) + scale;
       if (e >= 0) acc += d * POW10N[e];
       else acc += d / POW10N[-e];
@@ -285,26 +290,26 @@ function decimalDecoder(plan: ColumnPlan, column: ColumnWriter): Decode {
   };
   if (precision <= 18) {
     const c = column as Int64Column;
-    return (b, p) => {
-      const [hi, lo] = splitBig(toBigInt(b, p));
+    return (v, _b, p) => {
+      const [hi, lo] = splitBig(toBigInt(v, p));
       c.append(hi, lo);
     };
   }
   const c = column as FixedColumn;
   const scratch = Buffer.alloc(16);
-  return (b, p) => {
-    let v = BigInt.asUintN(128, toBigInt(b, p));
+  return (v, _b, p) => {
+    let n = BigInt.asUintN(128, toBigInt(v, p));
     for (let i = 15; i >= 0; i--) {
-      scratch[i] = Number(v & 0xffn);
-      v >>= 8n;
+      scratch[i] = Number(n & 0xffn);
+      n >>= 8n;
     }
     c.append(scratch, 0);
   };
 }
 
 function arrayDecoder(plan: ColumnPlan, column: ColumnWriter, element: Decode): Decode {
-  return (b, p) => {
-    const ndim = int32At(b, p);
+  return (v, b, p) => {
+    const ndim = v.getInt32(p);
     if (ndim === 0) {
       column.appendEmptyList();
       return;
@@ -317,15 +322,15 @@ function arrayDecoder(plan: ColumnPlan, column: ColumnWriter, element: Decode): 
         },
       );
     }
-    const n = int32At(b, p + 12);
+    const n = v.getInt32(p + 12);
     let q = p + 20;
     column.startList();
     for (let i = 0; i < n; i++) {
-      const l = int32At(b, q);
+      const l = v.getInt32(q);
       q += 4;
       if (l < 0) column.appendNull();
       else {
-        element(b, q, l);
+        element(v, b, q, l);
         q += l;
       }
     }

@@ -1,7 +1,7 @@
 /** Stopping on SIGTERM does not wait for a warehouse job that ignores the signal. */
 import { describe, expect, it } from 'vitest';
-import { NightshiftError } from '../src/errors.js';
 import { untilAborted } from '../src/core/abort.js';
+import { NightshiftError } from '../src/errors.js';
 
 describe('untilAborted', () => {
   it('rejects with the signal reason at once, though the work never settles', async () => {

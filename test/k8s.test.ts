@@ -12,8 +12,8 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { loadConfig } from '../src/config/load.js';
 import { Redactor } from '../src/config/redact.js';
 import type { Config } from '../src/config/schema.js';
-import { EXIT_CODES } from '../src/errors.js';
 import { TERMINATION_DEADLINE_MS } from '../src/core/abort.js';
+import { EXIT_CODES } from '../src/errors.js';
 import { runProgram, tempDir } from './helpers/env.js';
 import { KUBERNETES_VERSION, validateManifest } from './helpers/k8s-schema.js';
 
@@ -128,7 +128,11 @@ describe(`k8s/ manifests, strictly against the Kubernetes ${KUBERNETES_VERSION} 
   });
 
   it('without-cronjob leaves everything an overlay makes but the CronJob, for another scheduler', async () => {
-    const docs = await kustomizeOver('without-cronjob', ['k8s/overlays/gke'], ['k8s/components/without-cronjob']);
+    const docs = await kustomizeOver(
+      'without-cronjob',
+      ['k8s/overlays/gke'],
+      ['k8s/components/without-cronjob'],
+    );
     const kinds = (list: Doc[]) => list.map((d) => `${d.kind}/${d.metadata.name}`).sort();
     expect(kinds(docs)).toEqual(kinds(rendered.gke.filter((d) => d.kind !== 'CronJob')));
     expect(docs).toEqual(rendered.gke.filter((d) => d.kind !== 'CronJob'));

@@ -12,11 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BigQuery } from '@google-cloud/bigquery';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Window } from '../src/core/window.js';
 import { NightshiftError } from '../src/errors.js';
 import type { ByteArrayColumn, Int64Column } from '../src/parquet/column.js';
 import { type ColumnSpec, Physical } from '../src/parquet/schema.js';
 import { PartWriter } from '../src/parquet/writer.js';
-import type { Window } from '../src/core/window.js';
 import { BigQueryWarehouse } from '../src/warehouse/bigquery.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 

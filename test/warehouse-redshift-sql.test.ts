@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { configSchema } from '../src/config/schema.js';
+import type { Window } from '../src/core/window.js';
 import { NightshiftError } from '../src/errors.js';
 import { type ColumnSpec, Physical } from '../src/parquet/schema.js';
-import type { Window } from '../src/core/window.js';
 import { apiError, type ErrorScope, statementFailure } from '../src/warehouse/redshift-errors.js';
 import {
   castType,

@@ -4,12 +4,12 @@
  * its file list from here, never from a listing, so files of another run are never loaded.
  */
 import { redactor } from '../config/redact.js';
+import { manifestKey } from '../core/layout.js';
+import type { Window } from '../core/window.js';
 import type { ColumnPlan } from '../source/types.js';
 import type { ObjectStore } from '../store/store.js';
 import type { StagedFile } from '../warehouse/warehouse.js';
-import { manifestKey } from '../core/layout.js';
 import type { RunSummary } from './summary.js';
-import type { Window } from '../core/window.js';
 
 export interface RunManifest {
   version: 1;

@@ -11,6 +11,10 @@ import { createStore, createWarehouse } from '../adapters.js';
 import { redactedConfig } from '../config/load.js';
 import type { RuntimeSettings } from '../config/runtime.js';
 import type { Config } from '../config/schema.js';
+import { untilAborted } from '../core/abort.js';
+import { failpoint } from '../core/failpoint.js';
+import { newRunId, partFileName } from '../core/layout.js';
+import { describeWindow, type Window } from '../core/window.js';
 import { configError, NightshiftError, toNightshiftError, validationError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { heapLimitMb } from '../memory.js';
@@ -27,9 +31,6 @@ import {
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
-import { untilAborted } from '../core/abort.js';
-import { failpoint } from '../core/failpoint.js';
-import { newRunId, partFileName } from '../core/layout.js';
 import { buildManifest, writeManifest } from './manifest.js';
 import { backfillWindows, planWindow } from './plan.js';
 import { Progress, type ProgressMode } from './progress.js';
@@ -43,7 +44,6 @@ import {
   windowSummary,
 } from './summary.js';
 import { Uploader } from './uploader.js';
-import { describeWindow, type Window } from '../core/window.js';
 
 export interface RunContext {
   config: Config;

@@ -6,13 +6,13 @@
 import { createStore } from '../adapters.js';
 import type { Config } from '../config/schema.js';
 import { parseDuration } from '../config/schema.js';
+import { dataPrefix, manifestKey, newRunId, partFileName } from '../core/layout.js';
+import { describeWindow, type Window } from '../core/window.js';
 import { configError } from '../errors.js';
 import { type CursorInfo, openSnapshot, type Snapshot } from '../source/postgres.js';
 import { type CheckpointRecord, checkpointKey, readCheckpoint } from '../state/checkpoint.js';
 import { leaseKey } from '../state/lease.js';
-import { dataPrefix, manifestKey, newRunId, partFileName } from '../core/layout.js';
 import { buildManifest } from './manifest.js';
-import { describeWindow, type Window } from '../core/window.js';
 
 /** Most windows one backfill may be split into. */
 const MAX_BACKFILL_WINDOWS = 100_000;

@@ -7,8 +7,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { redactor } from '../config/redact.js';
 import type { RuntimeSettings } from '../config/runtime.js';
-import { type ErrorCode, EXIT_CODES, type NightshiftError } from '../errors.js';
 import { describeWindow, type Window } from '../core/window.js';
+import { type ErrorCode, EXIT_CODES, type NightshiftError } from '../errors.js';
 
 export type RunStatus =
   | 'succeeded'

@@ -4,11 +4,11 @@
  * than the in-flight parts plus the one being written.
  */
 import { rm } from 'node:fs/promises';
+import { failpoint } from '../core/failpoint.js';
+import { partKey } from '../core/layout.js';
 import type { PartFile } from '../parquet/writer.js';
 import type { ObjectStore } from '../store/store.js';
 import type { StagedFile } from '../warehouse/warehouse.js';
-import { failpoint } from '../core/failpoint.js';
-import { partKey } from '../core/layout.js';
 
 export class Uploader {
   private readonly store: ObjectStore;

@@ -6,8 +6,8 @@
  */
 import pg from 'pg';
 import type { SourceConfig } from '../config/schema.js';
-import { configError, toNightshiftError, validationError } from '../errors.js';
 import { type Bound, type PredicateDialect, type Window, windowPredicate } from '../core/window.js';
+import { configError, toNightshiftError, validationError } from '../errors.js';
 import { openConnection, stallError } from './connection.js';
 import { type CopyDataSink, type CopyOutOptions, CopyStalledError, copyOut } from './copy-out.js';
 import {

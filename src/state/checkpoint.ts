@@ -4,8 +4,9 @@
  * but for its lease's fencing token), then commits against the version it claimed: a run whose
  * lease was taken over finds the checkpoint claimed by the new holder and cannot commit.
  */
-import { configError, leaseHeldError } from '../errors.js';
+
 import type { Bound } from '../core/window.js';
+import { configError, leaseHeldError } from '../errors.js';
 import { type ObjectStore, PreconditionFailedError } from '../store/store.js';
 import { putState } from './conditional.js';
 

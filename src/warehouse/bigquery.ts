@@ -17,12 +17,12 @@
  */
 import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
 import type { GcpEnvironment } from '../config/cloud.js';
-import { configError, NightshiftError, transientError, validationError } from '../errors.js';
-import { gcpIdentity, gcpSetup } from '../identity/gcp.js';
-import type { AccessNeeds, Identity } from '../identity/principal.js';
 import { pause as sleep } from '../core/abort.js';
 import { failpoint } from '../core/failpoint.js';
 import type { Window } from '../core/window.js';
+import { configError, NightshiftError, transientError, validationError } from '../errors.js';
+import { gcpIdentity, gcpSetup } from '../identity/gcp.js';
+import type { AccessNeeds, Identity } from '../identity/principal.js';
 import { jobFailure, translateBigQueryError } from './bigquery-errors.js';
 import {
   applyScript,

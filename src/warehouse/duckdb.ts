@@ -7,10 +7,10 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
-import { configError, internalError, NightshiftError, validationError } from '../errors.js';
-import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import { failpoint } from '../core/failpoint.js';
 import { type Window, windowPredicate } from '../core/window.js';
+import { configError, internalError, NightshiftError, validationError } from '../errors.js';
+import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
 import type { ObjectStore } from '../store/store.js';
 import type {
   LoadMode,

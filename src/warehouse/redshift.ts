@@ -23,12 +23,12 @@ import type {
   SqlParameter,
   SubStatementData,
 } from '@aws-sdk/client-redshift-data';
-import { configError, NightshiftError, transientError, validationError } from '../errors.js';
-import type { AccessNeeds } from '../identity/principal.js';
 import { pause as sleep } from '../core/abort.js';
 import { failpoint } from '../core/failpoint.js';
 import { dataPrefix } from '../core/layout.js';
 import type { Window } from '../core/window.js';
+import { configError, NightshiftError, transientError, validationError } from '../errors.js';
+import type { AccessNeeds } from '../identity/principal.js';
 import type { ObjectStore } from '../store/store.js';
 import { redshiftAccess } from './grants.js';
 import {

@@ -4,9 +4,10 @@
  * bind, and the few literals it cannot bind (stage paths, file names) checked and escaped.
  * Pure functions, so tests can compare the exact text sent.
  */
+
+import { type Window, windowPredicate } from '../core/window.js';
 import { configError } from '../errors.js';
 import { type ColumnSpec, Physical } from '../parquet/schema.js';
-import { type Window, windowPredicate } from '../core/window.js';
 import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from './names.js';
 
 export { quote };

@@ -11,11 +11,11 @@ import { readFile } from 'node:fs/promises';
 import type { Connection, ConnectionOptions, RowStatement } from 'snowflake-sdk';
 import { redactor } from '../config/redact.js';
 import type { SnowflakeConfig } from '../config/schema.js';
+import { failpoint } from '../core/failpoint.js';
+import type { Window } from '../core/window.js';
 import { configError, NightshiftError, validationError } from '../errors.js';
 import type { AccessNeeds } from '../identity/principal.js';
 import type { ColumnSpec } from '../parquet/schema.js';
-import { failpoint } from '../core/failpoint.js';
-import type { Window } from '../core/window.js';
 import { snowflakeAccess } from './grants.js';
 import { connectError, type ErrorScope, type StatementContext, statementError } from './snowflake-errors.js';
 import {

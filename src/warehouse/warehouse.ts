@@ -2,9 +2,10 @@
  * The Warehouse port: load exactly a run's staged Parquet files with the warehouse's own bulk
  * load, idempotently per window, and report how many rows it loaded.
  */
+
+import type { Window } from '../core/window.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
 import type { ColumnSpec } from '../parquet/schema.js';
-import type { Window } from '../core/window.js';
 
 /** One staged part file, as the run manifest lists it. */
 export interface StagedFile {

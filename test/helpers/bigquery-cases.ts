@@ -3,8 +3,8 @@
  * and staged files, built the way the pipeline builds them.
  */
 import { createHash } from 'node:crypto';
-import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
 import type { Window } from '../../src/core/window.js';
+import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
 import type { LoadRequest, StagedFile } from '../../src/warehouse/warehouse.js';
 
 export const COLUMNS: ColumnSpec[] = [

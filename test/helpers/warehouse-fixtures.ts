@@ -7,10 +7,10 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { expect } from 'vitest';
-import { NightshiftError } from '../../src/errors.js';
-import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
 import { dataPrefix, newRunId, partFileName } from '../../src/core/layout.js';
 import type { Window } from '../../src/core/window.js';
+import { NightshiftError } from '../../src/errors.js';
+import { type ColumnSpec, Physical } from '../../src/parquet/schema.js';
 import type { LoadRequest, StagedFile } from '../../src/warehouse/warehouse.js';
 
 /** A trip as the fixtures write it. */

@@ -2,6 +2,8 @@
  * What each CLI command does once its arguments are parsed: load the configuration, build the
  * logger, wire SIGTERM, run, and print the result. Returns the process exit code.
  */
+
+import { backends } from './backends.js';
 import { loadConfig, redactedConfig } from './config/load.js';
 import { redactor } from './config/redact.js';
 import { runtimeSettings } from './config/runtime.js';
@@ -69,6 +71,7 @@ async function runRequest(args: CommandArgs, request: RunRequest): Promise<numbe
         signal: term.signal,
         runtime,
         progress: progressMode(config),
+        backends,
         onSummary: (summary, line) => printSummary(config, log, summary, line),
       },
       request,
@@ -103,7 +106,7 @@ export const commands = {
   plan: async (args: CommandArgs) => {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { planNext } = await import('./run/plan.js');
-    const report = await planNext(config);
+    const report = await planNext(config, backends);
     warnShortSecrets();
     process.stdout.write(`${JSON.stringify(redactor.redactValue(report), null, 2)}\n`);
     return 0;
@@ -123,8 +126,10 @@ export const commands = {
 
   check: async (args: CommandArgs) => {
     const { runChecks } = await import('./preflight/check.js');
-    const code = await runChecks({ path: args.configPath, overrides: args.overrides }, (line) =>
-      process.stdout.write(`${redactor.redact(line)}\n`),
+    const code = await runChecks(
+      { path: args.configPath, overrides: args.overrides },
+      (line) => process.stdout.write(`${redactor.redact(line)}\n`),
+      backends,
     );
     warnShortSecrets();
     return code;
@@ -133,7 +138,7 @@ export const commands = {
   whoami: async (args: CommandArgs) => {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { whoami } = await import('./preflight/report.js');
-    process.stdout.write(`${redactor.redact((await whoami(config)).join('\n'))}\n`);
+    process.stdout.write(`${redactor.redact((await whoami(config, backends)).join('\n'))}\n`);
     warnShortSecrets();
     return 0;
   },
@@ -141,7 +146,7 @@ export const commands = {
   iam: async (args: CommandArgs) => {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { iam } = await import('./preflight/report.js');
-    process.stdout.write(`${redactor.redact((await iam(config)).join('\n'))}\n`);
+    process.stdout.write(`${redactor.redact((await iam(config, backends)).join('\n'))}\n`);
     warnShortSecrets();
     return 0;
   },
@@ -152,6 +157,6 @@ export const commands = {
     if (!Number.isInteger(rows) || rows < 1)
       throw configError(`--rows ${args.values.rows} must be a positive integer`);
     const dir = typeof args.values.dir === 'string' ? args.values.dir : '.nightshift-demo';
-    return runDemo({ rows, dir, overrides: args.overrides });
+    return runDemo({ rows, dir, overrides: args.overrides }, backends);
   },
 };

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type AwsEnvironment, cloudEnvironment } from '../src/config/cloud.js';
 import { s3StageDefaults } from '../src/config/schema.js';
 import { awsIdentity, awsMechanism } from '../src/identity/aws.js';
-import { S3Store } from '../src/store/s3.js';
+import { S3Store } from '../src/store/s3/index.js';
 import { ACCOUNT, AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { runCli, writeConfig } from './helpers/env.js';
 import { S3Proxy } from './helpers/s3-proxy.js';

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { GcpEnvironment } from '../src/config/cloud.js';
 import { gcsStageDefaults } from '../src/config/schema.js';
 import type { NightshiftError } from '../src/errors.js';
-import { GcsStore } from '../src/store/gcs.js';
+import { GcsStore } from '../src/store/gcs/index.js';
 import { externalAccountFile, GcpServer } from './helpers/gcp-server.js';
 
 const BUCKET = 'id-bucket';

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { s3Policy } from '../src/store/s3.js';
+import { s3Policy } from '../src/store/s3/index.js';
 import { AwsIdentityServer } from './helpers/aws-identity-server.js';
 import { freshDatabase, jsonLines, tempDir } from './helpers/env.js';
 import { type PolicyDocument, S3Proxy } from './helpers/s3-proxy.js';

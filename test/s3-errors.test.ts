@@ -4,7 +4,7 @@
  */
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
-import { translateS3Error } from '../src/store/s3-errors.js';
+import { translateS3Error } from '../src/store/s3/errors.js';
 import { PreconditionFailedError } from '../src/store/store.js';
 
 const where = { bucket: 'example-bucket', action: 's3:PutObject', key: 'nightshift/orders/state/lease.json' };

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { s3Policy } from '../src/store/s3.js';
+import { s3Policy } from '../src/store/s3/index.js';
 import { runCli, tempDir, writeConfig } from './helpers/env.js';
 
 const tmp = tempDir('ns-s3-iam-');

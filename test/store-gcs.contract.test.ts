@@ -14,7 +14,7 @@ import type { GcpEnvironment } from '../src/config/cloud.js';
 import { type GcsStageConfig, gcsStageDefaults } from '../src/config/schema.js';
 import { NightshiftError } from '../src/errors.js';
 import { putState } from '../src/state/conditional.js';
-import { GcsStore, gcsPermissions } from '../src/store/gcs.js';
+import { GcsStore, gcsPermissions } from '../src/store/gcs/index.js';
 import { PreconditionFailedError } from '../src/store/store.js';
 import { crc32c, GcpServer, type Permission } from './helpers/gcp-server.js';
 import { objectStoreSuite } from './helpers/store-suite.js';

@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { cloudEnvironment } from '../src/config/cloud.js';
 import { gcsStageDefaults } from '../src/config/schema.js';
-import { GcsStore } from '../src/store/gcs.js';
+import { GcsStore } from '../src/store/gcs/index.js';
 import { objectStoreSuite } from './helpers/store-suite.js';
 
 const STAGE_URL = process.env.NIGHTSHIFT_TEST_GCS_URL?.replace(/\/$/, '');

@@ -6,7 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { LocalStore } from '../src/store/local.js';
+import { LocalStore } from '../src/store/local/index.js';
 import { objectStoreSuite } from './helpers/store-suite.js';
 
 objectStoreSuite(

@@ -17,7 +17,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3StageDefaults } from '../src/config/schema.js';
-import { S3Store } from '../src/store/s3.js';
+import { S3Store } from '../src/store/s3/index.js';
 import { MOTO_KEYS, MOTO_REGION, MotoServer } from './helpers/moto.js';
 import { S3Proxy } from './helpers/s3-proxy.js';
 import { objectStoreSuite } from './helpers/store-suite.js';

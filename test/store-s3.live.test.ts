@@ -12,7 +12,7 @@ import { afterAll, describe } from 'vitest';
 import { cloudEnvironment } from '../src/config/cloud.js';
 import { s3StageDefaults } from '../src/config/schema.js';
 import { BucketPath } from '../src/store/bucket-path.js';
-import { S3Store } from '../src/store/s3.js';
+import { S3Store } from '../src/store/s3/index.js';
 import { objectStoreSuite } from './helpers/store-suite.js';
 
 const STAGE_URL = process.env.NIGHTSHIFT_TEST_S3_URL?.replace(/\/$/, '');

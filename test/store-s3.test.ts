@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AwsEnvironment } from '../src/config/cloud.js';
 import { type S3StageConfig, s3StageDefaults } from '../src/config/schema.js';
-import { S3Store } from '../src/store/s3.js';
+import { S3Store } from '../src/store/s3/index.js';
 import { PreconditionFailedError } from '../src/store/store.js';
 import { S3Proxy } from './helpers/s3-proxy.js';
 import { objectStoreSuite } from './helpers/store-suite.js';

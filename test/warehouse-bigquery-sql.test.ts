@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { parseInstant, parseTable, quote, windowPartition } from '../src/warehouse/bigquery-sql.js';
+import { parseInstant, parseTable, quote, windowPartition } from '../src/warehouse/bigquery/sql.js';
 import { ONE_DAY } from './helpers/bigquery-cases.js';
 
 const DAY = { timePartitioning: { type: 'DAY', field: 'updated_at' } };

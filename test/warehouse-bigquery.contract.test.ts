@@ -6,10 +6,10 @@
  */
 import { BigQuery } from '@google-cloud/bigquery';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createWarehouse } from '../src/adapters.js';
+import { createWarehouse } from '../src/backends.js';
 import { bigQueryDefaults, type Config, configSchema } from '../src/config/schema.js';
-import { LocalStore } from '../src/store/local.js';
-import { BigQueryWarehouse, type BigQueryWarehouseOptions } from '../src/warehouse/bigquery.js';
+import { LocalStore } from '../src/store/local/index.js';
+import { BigQueryWarehouse, type BigQueryWarehouseOptions } from '../src/warehouse/bigquery/index.js';
 import {
   COLUMNS,
   INCREMENTAL,

@@ -17,7 +17,7 @@ import { NightshiftError } from '../src/errors.js';
 import type { ByteArrayColumn, Int64Column } from '../src/parquet/column.js';
 import { type ColumnSpec, Physical } from '../src/parquet/schema.js';
 import { PartWriter } from '../src/parquet/writer.js';
-import { BigQueryWarehouse } from '../src/warehouse/bigquery.js';
+import { BigQueryWarehouse } from '../src/warehouse/bigquery/index.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 
 const PROJECT = process.env.NIGHTSHIFT_TEST_BIGQUERY_PROJECT;

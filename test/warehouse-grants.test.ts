@@ -7,10 +7,10 @@
 import { RedshiftData } from '@aws-sdk/client-redshift-data';
 import { BigQuery } from '@google-cloud/bigquery';
 import { describe, expect, it } from 'vitest';
-import { LocalStore } from '../src/store/local.js';
-import { BigQueryWarehouse } from '../src/warehouse/bigquery.js';
-import { RedshiftWarehouse } from '../src/warehouse/redshift.js';
-import { SnowflakeWarehouse } from '../src/warehouse/snowflake.js';
+import { LocalStore } from '../src/store/local/index.js';
+import { BigQueryWarehouse } from '../src/warehouse/bigquery/index.js';
+import { RedshiftWarehouse } from '../src/warehouse/redshift/index.js';
+import { SnowflakeWarehouse } from '../src/warehouse/snowflake/index.js';
 
 describe('access the cloud warehouses need', () => {
   it('BigQuery: jobUser on the project, dataEditor on the target and staging datasets, objectViewer on the stage bucket', () => {

@@ -8,7 +8,7 @@ import { configSchema } from '../src/config/schema.js';
 import type { Window } from '../src/core/window.js';
 import { NightshiftError } from '../src/errors.js';
 import { type ColumnSpec, Physical } from '../src/parquet/schema.js';
-import { apiError, type ErrorScope, statementFailure } from '../src/warehouse/redshift-errors.js';
+import { apiError, type ErrorScope, statementFailure } from '../src/warehouse/redshift/errors.js';
 import {
   castType,
   clientToken,
@@ -21,7 +21,7 @@ import {
   tableName,
   targetType,
   windowCondition,
-} from '../src/warehouse/redshift-sql.js';
+} from '../src/warehouse/redshift/sql.js';
 
 function thrown(fn: () => unknown): NightshiftError {
   try {

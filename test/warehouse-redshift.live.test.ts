@@ -21,7 +21,7 @@ import { RedshiftData } from '@aws-sdk/client-redshift-data';
 import { DeleteObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { ObjectInfo, ObjectStore } from '../src/store/store.js';
-import { type RedshiftOptions, RedshiftWarehouse } from '../src/warehouse/redshift.js';
+import { type RedshiftOptions, RedshiftWarehouse } from '../src/warehouse/redshift/index.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 import { tempDir } from './helpers/env.js';
 import {

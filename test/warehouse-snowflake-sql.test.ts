@@ -11,7 +11,7 @@ import {
   objectName,
   resolveParts,
   stagePath,
-} from '../src/warehouse/snowflake-sql.js';
+} from '../src/warehouse/snowflake/sql.js';
 
 const defaults = { database: 'ANALYTICS', schema: 'RAW' };
 

@@ -11,7 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { redactor } from '../src/config/redact.js';
 import { TRIPS_DDL, TRIPS_INSERT } from '../src/demo/trips.js';
-import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake.js';
+import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake/index.js';
 import type { LoadRequest, StagedFile } from '../src/warehouse/warehouse.js';
 import { freshDatabase, runCli, sql, tempDir, writeConfig } from './helpers/env.js';
 import { FakeSnowflake } from './helpers/snowflake-server.js';

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { Connection } from 'snowflake-sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NightshiftError } from '../src/errors.js';
-import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake.js';
+import { type SnowflakeOptions, SnowflakeWarehouse } from '../src/warehouse/snowflake/index.js';
 import type { StagedFile } from '../src/warehouse/warehouse.js';
 import { tempDir } from './helpers/env.js';
 import { stageParts, trips, tripsLoadRequest, tripWindow } from './helpers/warehouse-fixtures.js';

@@ -13,8 +13,7 @@ import { terminationSignal } from '../core/abort.js';
 import { createLogger, isPretty, writeRawLine } from '../log.js';
 import { executeRun } from '../run/pipeline.js';
 import type { RunSummary } from '../run/summary.js';
-import { LocalStore } from '../store/local.js';
-import { DuckDbWarehouse } from '../warehouse/duckdb.js';
+import type { Backends } from '../warehouse/warehouse.js';
 import { startEmbeddedPostgres } from './embedded.js';
 import { fillTrips } from './trips.js';
 
@@ -60,7 +59,7 @@ SELECT region, count(*) AS trips, sum(fare_usd) AS fare_usd, round(avg(distance_
        max(updated_at)::varchar AS newest_update
 FROM analytics.trips GROUP BY region ORDER BY region`;
 
-export async function runDemo(options: DemoOptions): Promise<number> {
+export async function runDemo(options: DemoOptions, backends: Backends): Promise<number> {
   const started = Date.now();
   const dir = resolve(options.dir);
   await rm(join(dir, 'stage'), { recursive: true, force: true });
@@ -93,6 +92,7 @@ export async function runDemo(options: DemoOptions): Promise<number> {
             log,
             signal: term.signal,
             runtime: runtimeSettings(),
+            backends,
             progress: pretty && process.stderr.isTTY ? 'tty' : 'off',
             onSummary: (_s, line) => writeRawLine(line),
           },
@@ -106,14 +106,17 @@ export async function runDemo(options: DemoOptions): Promise<number> {
 
     const first = await run('First run');
     if (first.exit_code !== 0) return first.exit_code;
-    const warehouse = new DuckDbWarehouse(
-      { path: join(dir, 'warehouse.duckdb'), memoryLimitMb: 256, threads: 2, tempDir: config.temp_dir },
-      new LocalStore(config.stage.url),
-    );
+    // What landed, read back through the same backends the run used.
     const report = async () => {
-      const rows = await warehouse.query(REGION_REPORT);
-      await warehouse.close();
-      return rows;
+      const store = await backends.createStore(config);
+      const warehouse = await backends.createWarehouse(config, store);
+      try {
+        if (!warehouse.select) throw new Error(`warehouse.type ${config.warehouse.type} cannot be queried`);
+        return await warehouse.select(REGION_REPORT);
+      } finally {
+        await warehouse.close();
+        await store.close?.();
+      }
     };
     say();
     say(`Loaded into ${join(dir, 'warehouse.duckdb')} (table analytics.trips), per region:`);

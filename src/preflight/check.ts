@@ -4,19 +4,19 @@
  * permission, 75 transient). What a backend can check about itself comes from its optional port
  * members (`identity?`, `check?`), so new stores and warehouses add checks without changing this.
  */
+
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createStore, createWarehouse } from '../adapters.js';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { partBytes, tempSpaceNeeded } from '../core/parts.js';
 import { configError, EXIT_CODES, NightshiftError, toNightshiftError } from '../errors.js';
 import type { Identity } from '../identity/principal.js';
 import { containerMemoryLimit, heapLimitMb } from '../memory.js';
-import { DEFAULT_PART_MB, PARTS_ON_DISK } from '../run/pipeline.js';
 import { checkSource, sourceTableBytes } from '../source/access.js';
 import type { ObjectStore } from '../store/store.js';
-import type { Warehouse } from '../warehouse/warehouse.js';
+import type { Backends, Warehouse } from '../warehouse/warehouse.js';
 
 /** What the checks share: the configuration and the backends, opened once. */
 export interface CheckContext {
@@ -126,7 +126,7 @@ export const CHECKS: readonly Check[] = [
 
 /**
  * The temp dir must be writable (a read-only root without the emptyDir fails here) and hold the
- * parts on disk at once: at most PARTS_ON_DISK parts, fewer when the whole export is smaller.
+ * parts on disk at once (src/core/parts.ts: a few parts, fewer when the whole export is smaller).
  * The export's size comes from the last run's manifest, else from the table's size on disk.
  */
 async function checkTempSpace(ctx: CheckContext): Promise<string> {
@@ -146,16 +146,16 @@ async function checkTempSpace(ctx: CheckContext): Promise<string> {
   const fs = await statfs(config.temp_dir);
   const free = fs.bavail * fs.bsize;
   const warehouse = await ctx.warehouse();
-  const partBytes = (config.parquet.part_size_mb ?? warehouse.preferredPartMb ?? DEFAULT_PART_MB) * MiB;
+  const part = partBytes(config, warehouse.preferredPartMb);
   const expected = await expectedExportBytes(ctx);
-  const needed = Math.min(PARTS_ON_DISK * partBytes, expected?.bytes ?? Number.POSITIVE_INFINITY) * 1.1;
+  const needed = tempSpaceNeeded(part, expected?.bytes);
   const basis = expected ? `${expected.what} ${mb(expected.bytes)}` : 'export size unknown';
   if (free < needed) {
     throw configError(`${config.temp_dir} has ${mb(free)} free, a run needs about ${mb(needed)} (${basis})`, {
       hint: `raise the emptyDir sizeLimit of ${config.temp_dir} to at least ${Math.ceil(needed / 2 ** 30)}Gi, or lower parquet.part_size_mb`,
     });
   }
-  return `${config.temp_dir}: ${mb(free)} free, a run needs about ${mb(needed)} (${basis}; parts of ${mb(partBytes)})`;
+  return `${config.temp_dir}: ${mb(free)} free, a run needs about ${mb(needed)} (${basis}; parts of ${mb(part)})`;
 }
 
 async function expectedExportBytes(ctx: CheckContext): Promise<{ bytes: number; what: string } | undefined> {
@@ -178,6 +178,7 @@ async function expectedExportBytes(ctx: CheckContext): Promise<{ bytes: number; 
 export async function runChecks(
   load: { path: string | undefined; overrides: Record<string, unknown> },
   write: (line: string) => void,
+  backends: Backends,
   checks: readonly Check[] = CHECKS,
 ): Promise<number> {
   const results: CheckResult[] = [];
@@ -206,7 +207,7 @@ export async function runChecks(
     write('the other checks need a valid configuration');
     return e.exitCode;
   }
-  const ctx = context(config);
+  const ctx = context(config, backends);
   try {
     for (const check of checks) report(await runOne(check, ctx));
   } finally {
@@ -233,17 +234,17 @@ async function runOne(check: Check, ctx: CheckContext): Promise<CheckResult> {
   }
 }
 
-function context(config: Config): CheckContext & { close(): Promise<void> } {
+function context(config: Config, backends: Backends): CheckContext & { close(): Promise<void> } {
   let store: Promise<ObjectStore> | undefined;
   let warehouse: Promise<Warehouse> | undefined;
   const ctx = {
     config,
     store: () => {
-      store ??= createStore(config);
+      store ??= backends.createStore(config);
       return store;
     },
     warehouse: () => {
-      warehouse ??= ctx.store().then((s) => createWarehouse(config, s));
+      warehouse ??= ctx.store().then((s) => backends.createWarehouse(config, s));
       return warehouse;
     },
     close: async () => {

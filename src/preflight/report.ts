@@ -4,21 +4,21 @@
  * warehouse's come from their optional port members (`identity?`, `accessNeeded?`), so a cloud
  * store or warehouse brings its own identity and policy (IAM policy JSON, GCP roles, grants).
  */
-import { createStore, createWarehouse } from '../adapters.js';
 import type { Config } from '../config/schema.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
 import { sourceAccess } from '../source/access.js';
 import { describeSource } from '../source/connection.js';
 import type { ObjectStore } from '../store/store.js';
-import type { Warehouse } from '../warehouse/warehouse.js';
+import type { Backends, Warehouse } from '../warehouse/warehouse.js';
 
 async function withBackends<T>(
   config: Config,
+  backends: Backends,
   fn: (store: ObjectStore, warehouse: Warehouse) => Promise<T>,
 ): Promise<T> {
-  const store = await createStore(config);
+  const store = await backends.createStore(config);
   try {
-    const warehouse = await createWarehouse(config, store);
+    const warehouse = await backends.createWarehouse(config, store);
     try {
       return await fn(store, warehouse);
     } finally {
@@ -37,13 +37,13 @@ function identityLine(part: string, what: string, id: Identity | undefined, kind
 }
 
 /** The lines `nightshift whoami` prints. */
-export async function whoami(config: Config): Promise<string[]> {
+export async function whoami(config: Config, backends: Backends): Promise<string[]> {
   const { user, host, database } = describeSource(config.source);
   const lines = [
     `source     PostgreSQL ${database} on ${host}`,
     `           role ${user}, password from the configuration (never shown)`,
   ];
-  await withBackends(config, async (store, warehouse) => {
+  await withBackends(config, backends, async (store, warehouse) => {
     lines.push(...identityLine('stage', store.url, await store.identity?.(), 'this store'));
     const what = `${warehouse.kind} ${config.warehouse.table}`;
     lines.push(...identityLine('warehouse', what, await warehouse.identity?.(), warehouse.kind));
@@ -61,10 +61,10 @@ function renderAccess(needs: AccessNeeds): string[] {
 }
 
 /** The least-privilege access of every part of the job, as `nightshift iam` prints it (Markdown). */
-export async function iam(config: Config): Promise<string[]> {
+export async function iam(config: Config, backends: Backends): Promise<string[]> {
   const parts: AccessNeeds[] = [sourceAccess(config.source)];
   const missing: string[] = [];
-  await withBackends(config, async (store, warehouse) => {
+  await withBackends(config, backends, async (store, warehouse) => {
     const stage = store.accessNeeded?.(config.job);
     if (stage) parts.push(stage);
     else missing.push(`stage ${store.url}`);

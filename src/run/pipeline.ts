@@ -7,13 +7,13 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
-import { createStore, createWarehouse } from '../adapters.js';
 import { redactedConfig } from '../config/load.js';
 import type { RuntimeSettings } from '../config/runtime.js';
 import type { Config } from '../config/schema.js';
 import { untilAborted } from '../core/abort.js';
 import { failpoint } from '../core/failpoint.js';
 import { newRunId, partFileName } from '../core/layout.js';
+import { noSpaceForParts, partBytes } from '../core/parts.js';
 import { describeWindow, type Window } from '../core/window.js';
 import { configError, NightshiftError, toNightshiftError, validationError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -30,7 +30,7 @@ import {
 } from '../state/checkpoint.js';
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
-import type { LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
+import type { Backends, LoadPlan, LoadSession, StagedFile, Warehouse } from '../warehouse/warehouse.js';
 import { buildManifest, writeManifest } from './manifest.js';
 import { backfillWindows, planWindow } from './plan.js';
 import { Progress, type ProgressMode } from './progress.js';
@@ -52,6 +52,8 @@ export interface RunContext {
   signal: AbortSignal;
   runtime: RuntimeSettings;
   progress: ProgressMode;
+  /** Builds the stage and the warehouse the configuration names. */
+  backends: Backends;
   /** Written with each finished run's summary line (the CLI prints it last). */
   onSummary?: (summary: RunSummary, line: string) => void;
 }
@@ -81,9 +83,6 @@ interface Facts {
  */
 const LOAD_STOP_GRACE_MS = 6_000;
 
-/** Part size when neither parquet.part_size_mb nor the warehouse says otherwise. */
-export const DEFAULT_PART_MB = 256;
-
 /** Runs the request and returns one summary per window run (the last decides the exit code). */
 export async function executeRun(ctx: RunContext, request: RunRequest): Promise<RunSummary[]> {
   const { config, log } = ctx;
@@ -105,7 +104,7 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   ctx.signal.addEventListener('abort', onTerm, { once: true });
   if (ctx.signal.aborted) onTerm();
   try {
-    store = await createStore(config);
+    store = await ctx.backends.createStore(config);
     // Who the run acts as, before it touches anything: an identity failure exits 5 here.
     const stageIdentity = await store.identity?.();
     if (stageIdentity) log.info({ identity: stageIdentity, part: 'stage' }, 'stage identity');
@@ -123,7 +122,7 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
     );
     log.info({ token: lease.token, expires_at: lease.expiresAt }, 'lease acquired');
     await failpoint('after-lease');
-    warehouse = await createWarehouse(config, store);
+    warehouse = await ctx.backends.createWarehouse(config, store);
     const warehouseIdentity = await warehouse.identity?.();
     if (warehouseIdentity) log.info({ identity: warehouseIdentity, part: 'warehouse' }, 'warehouse identity');
     const windows =
@@ -275,13 +274,12 @@ async function runWindow(ctx: RunContext, args: WindowArgs): Promise<RunSummary>
       onStaged: loading && ((file) => loading.add([file])),
     });
     const atLeastOne = !incremental || config.warehouse.mode === 'replace';
-    const partMb = config.parquet.part_size_mb ?? args.warehouse.preferredPartMb ?? DEFAULT_PART_MB;
     const exported = await exportWindow(ctx, log, snapshot, plans, window, {
       tempDir,
       uploader,
       count,
       atLeastOne,
-      partBytes: partMb * 1024 * 1024,
+      partBytes: partBytes(config, args.warehouse.preferredPartMb),
       signal: args.signal,
     });
     facts.rowsWritten = exported.rows;
@@ -504,23 +502,6 @@ async function exportWindow(
   }
   log.info({ rows: writer.rows, copied, mb: Math.round(decoder.bytes / 1e6) }, 'export finished');
   return { rows: writer.rows, copied };
-}
-
-/** Parts on disk at once: the one being written and the uploads in flight (src/run/uploader.ts). */
-export const PARTS_ON_DISK = 3;
-
-/** ENOSPC from the part writer (its writes carry no path, unlike a full stage's) means temp_dir is full. */
-function noSpaceForParts(err: unknown, tempDir: string, partBytes: number): NightshiftError | undefined {
-  const e = err as NodeJS.ErrnoException | undefined;
-  if (e?.code !== 'ENOSPC' || e.path) return undefined;
-  const partMb = Math.round(partBytes / 2 ** 20);
-  return configError(
-    `temp_dir ${tempDir} is full: no space left for part files (parts of ${partMb} MiB, up to ${PARTS_ON_DISK} on disk at once)`,
-    {
-      cause: err,
-      hint: `give ${tempDir} at least ${Math.ceil(PARTS_ON_DISK * partMb * 1.1)} MiB (the emptyDir sizeLimit), or lower parquet.part_size_mb; nightshift check estimates what a run needs`,
-    },
-  );
 }
 
 function finish(

@@ -3,7 +3,7 @@
  * `replace`, or explicit backfill windows over the cursor; and the `plan` command's report of
  * what the next run would do, which moves nothing.
  */
-import { createStore } from '../adapters.js';
+
 import type { Config } from '../config/schema.js';
 import { parseDuration } from '../config/schema.js';
 import { dataPrefix, manifestKey, newRunId, partFileName } from '../core/layout.js';
@@ -12,6 +12,7 @@ import { configError } from '../errors.js';
 import { type CursorInfo, openSnapshot, type Snapshot } from '../source/postgres.js';
 import { type CheckpointRecord, checkpointKey, readCheckpoint } from '../state/checkpoint.js';
 import { leaseKey } from '../state/lease.js';
+import type { Backends } from '../warehouse/warehouse.js';
 import { buildManifest } from './manifest.js';
 
 /** Most windows one backfill may be split into. */
@@ -144,8 +145,8 @@ export interface PlanReport {
 }
 
 /** Plans the next incremental run without taking the lease or touching anything. */
-export async function planNext(config: Config): Promise<PlanReport> {
-  const store = await createStore(config);
+export async function planNext(config: Config, backends: Backends): Promise<PlanReport> {
+  const store = await backends.createStore(config);
   const checkpoint =
     config.warehouse.mode === 'replace' ? undefined : await readCheckpoint(store, config.job);
   const record: CheckpointRecord | undefined = checkpoint?.record;

@@ -3,6 +3,7 @@
  * Keys are relative to the stage URL and use `/`. Conditional writes are what make the lease and
  * the checkpoint safe when two runs overlap.
  */
+import type { Config } from '../config/schema.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
 
 /** An object's identity after a write or a read. */
@@ -80,3 +81,6 @@ export interface ObjectStore {
   /** The least-privilege access a job needs on this store, for `nightshift iam`. */
   accessNeeded?(job: string): AccessNeeds;
 }
+
+/** Builds the stage a job's configuration names (see src/backends.ts). */
+export type StoreFactory = (config: Config) => Promise<ObjectStore>;

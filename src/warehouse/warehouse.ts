@@ -2,10 +2,11 @@
  * The Warehouse port: load exactly a run's staged Parquet files with the warehouse's own bulk
  * load, idempotently per window, and report how many rows it loaded.
  */
-
+import type { Config } from '../config/schema.js';
 import type { Window } from '../core/window.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
 import type { ColumnSpec } from '../parquet/schema.js';
+import type { ObjectStore, StoreFactory } from '../store/store.js';
 
 /** One staged part file, as the run manifest lists it. */
 export interface StagedFile {
@@ -86,10 +87,21 @@ export interface Warehouse {
 
   /** Releases connections. */
   close(): Promise<void>;
+  /** Runs a read-only query and returns its rows as objects (reports such as the demo's). */
+  select?(sql: string): Promise<Record<string, unknown>[]>;
 
   /** Who the warehouse is reached as (mechanism and principal), for `whoami`; never a secret. */
   identity?(): Promise<Identity>;
 
   /** The least-privilege access loading `table` in `mode` needs, for `nightshift iam`. */
   accessNeeded?(table: string, mode: LoadMode): AccessNeeds;
+}
+
+/** Builds the warehouse a job's configuration names, over its stage (see src/backends.ts). */
+export type WarehouseFactory = (config: Config, store: ObjectStore) => Promise<Warehouse>;
+
+/** The factories the run, the preflight and the demo are handed: they know only the ports. */
+export interface Backends {
+  createStore: StoreFactory;
+  createWarehouse: WarehouseFactory;
 }

@@ -23,21 +23,24 @@ import type {
   SqlParameter,
   SubStatementData,
 } from '@aws-sdk/client-redshift-data';
-import { pause as sleep } from '../core/abort.js';
-import { failpoint } from '../core/failpoint.js';
-import { dataPrefix } from '../core/layout.js';
-import type { Window } from '../core/window.js';
-import { configError, NightshiftError, transientError, validationError } from '../errors.js';
-import type { AccessNeeds } from '../identity/principal.js';
-import type { ObjectStore } from '../store/store.js';
-import { redshiftAccess } from './grants.js';
+import { quietAwsSdk } from '../../config/cloud.js';
+import type { Config } from '../../config/schema.js';
+import { pause as sleep } from '../../core/abort.js';
+import { failpoint } from '../../core/failpoint.js';
+import { dataPrefix } from '../../core/layout.js';
+import type { Window } from '../../core/window.js';
+import { configError, NightshiftError, transientError, validationError } from '../../errors.js';
+import type { AccessNeeds } from '../../identity/principal.js';
+import type { ObjectStore } from '../../store/store.js';
+import type { LoadMode, LoadRequest, LoadResult, Warehouse } from '../warehouse.js';
 import {
   apiError,
   type ErrorScope,
   isConcurrentCreate,
   type StatementContext,
   statementFailure,
-} from './redshift-errors.js';
+} from './errors.js';
+import { redshiftAccess } from './grants.js';
 import {
   clientToken,
   copyManifest,
@@ -53,8 +56,7 @@ import {
   type TableName,
   tableName,
   windowCondition,
-} from './redshift-sql.js';
-import type { LoadMode, LoadRequest, LoadResult, Warehouse } from './warehouse.js';
+} from './sql.js';
 
 /** The Data API calls the warehouse makes; the SDK's aggregated `RedshiftData` client has them. */
 export type DataApiClient = Pick<
@@ -560,4 +562,32 @@ function fieldValue(field: Field): unknown {
 /** Seconds for a message: one decimal below ten. */
 function seconds(ms: number): string {
   return (ms / 1000).toFixed(ms < 10_000 ? 1 : 0);
+}
+
+/** The Redshift warehouse for `warehouse.type: redshift`, with the AWS default credential chain. */
+export async function create(config: Config, store: ObjectStore): Promise<Warehouse> {
+  const rs = config.warehouse.redshift;
+  if (!rs) throw configError('warehouse.type redshift needs warehouse.redshift');
+  quietAwsSdk();
+  const { RedshiftData } = await import('@aws-sdk/client-redshift-data');
+  // The default credential chain: IRSA or EKS Pod Identity in a pod, no static keys.
+  const client = new RedshiftData({
+    ...(rs.region ? { region: rs.region } : {}),
+    ...(rs.endpoint ? { endpoint: rs.endpoint } : {}),
+  });
+  return new RedshiftWarehouse(
+    client,
+    {
+      workgroup: rs.workgroup,
+      cluster: rs.cluster,
+      database: rs.database,
+      schema: rs.schema,
+      secretArn: rs.secret_arn,
+      dbUser: rs.db_user,
+      iamRole: rs.iam_role,
+      region: rs.region ?? (await client.config.region().catch(() => undefined)),
+      statementTimeoutMs: rs.statement_timeout,
+    },
+    store,
+  );
 }

@@ -12,8 +12,8 @@ import {
   NightshiftError,
   toNightshiftError,
   transientError,
-} from '../errors.js';
-import { PreconditionFailedError } from './store.js';
+} from '../../errors.js';
+import { PreconditionFailedError } from '../store.js';
 
 /** The fields of an SDK service or credential error this file looks at. */
 interface AwsErrorShape {

@@ -5,10 +5,10 @@
  * Pure functions, so tests can compare the exact text sent.
  */
 
-import { type Window, windowPredicate } from '../core/window.js';
-import { configError } from '../errors.js';
-import { type ColumnSpec, Physical } from '../parquet/schema.js';
-import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from './names.js';
+import { type Window, windowPredicate } from '../../core/window.js';
+import { configError } from '../../errors.js';
+import { type ColumnSpec, Physical } from '../../parquet/schema.js';
+import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from '../names.js';
 
 export { quote };
 

@@ -16,14 +16,19 @@
  * running at the deadline is cancelled.
  */
 import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
-import type { GcpEnvironment } from '../config/cloud.js';
-import { pause as sleep } from '../core/abort.js';
-import { failpoint } from '../core/failpoint.js';
-import type { Window } from '../core/window.js';
-import { configError, NightshiftError, transientError, validationError } from '../errors.js';
-import { gcpIdentity, gcpSetup } from '../identity/gcp.js';
-import type { AccessNeeds, Identity } from '../identity/principal.js';
-import { jobFailure, translateBigQueryError } from './bigquery-errors.js';
+import type { GcpEnvironment } from '../../config/cloud.js';
+import { cloudEnvironment } from '../../config/cloud.js';
+import { bigQueryDefaults, type Config } from '../../config/schema.js';
+import { pause as sleep } from '../../core/abort.js';
+import { failpoint } from '../../core/failpoint.js';
+import type { Window } from '../../core/window.js';
+import { configError, NightshiftError, transientError, validationError } from '../../errors.js';
+import { gcpIdentity, gcpSetup } from '../../identity/gcp.js';
+import type { AccessNeeds, Identity } from '../../identity/principal.js';
+import type { ObjectStore } from '../../store/store.js';
+import type { LoadMode, LoadRequest, LoadResult, Warehouse } from '../warehouse.js';
+import { jobFailure, translateBigQueryError } from './errors.js';
+import { bigQueryAccess } from './grants.js';
 import {
   applyScript,
   type FieldSchema,
@@ -41,9 +46,7 @@ import {
   targetSchema,
   windowCondition,
   windowPartition,
-} from './bigquery-sql.js';
-import { bigQueryAccess } from './grants.js';
-import type { LoadMode, LoadRequest, LoadResult, Warehouse } from './warehouse.js';
+} from './sql.js';
 
 export interface BigQueryWarehouseOptions {
   /** Project that runs (and pays for) the jobs; also the default project of tables. */
@@ -563,4 +566,42 @@ export function httpStatus(err: unknown): number | undefined {
 function hasJobResource(err: unknown): boolean {
   const response = (err as { response?: { jobReference?: unknown } } | null)?.response;
   return typeof response?.jobReference === 'object';
+}
+
+/** The project of the Application Default Credentials. */
+async function defaultProject(client: { getProjectId(): Promise<string> }): Promise<string> {
+  try {
+    return await client.getProjectId();
+  } catch (err) {
+    throw configError('warehouse.bigquery.project is not set and the credentials name no project', {
+      cause: err,
+      hint: 'set warehouse.bigquery.project (NIGHTSHIFT_WAREHOUSE_BIGQUERY_PROJECT)',
+    });
+  }
+}
+
+/** The BigQuery warehouse for `warehouse.type: bigquery`, with Application Default Credentials. */
+export async function create(config: Config, _store: ObjectStore): Promise<Warehouse> {
+  const bq = config.warehouse.bigquery ?? bigQueryDefaults();
+  const { BigQuery } = await import('@google-cloud/bigquery');
+  // Application Default Credentials: Workload Identity on GKE, no keys.
+  const client = new BigQuery({
+    ...(bq.project ? { projectId: bq.project } : {}),
+    ...(bq.location ? { location: bq.location } : {}),
+    ...(bq.api_endpoint ? { apiEndpoint: bq.api_endpoint } : {}),
+  });
+  return new BigQueryWarehouse(client, {
+    project: bq.project ?? (await defaultProject(client)),
+    location: bq.location,
+    stagingDataset: bq.staging_dataset,
+    createTable: bq.create_table,
+    partitionBy: bq.partition_by,
+    partitionType: bq.partition_type,
+    clusterBy: bq.cluster_by,
+    maximumBytesBilled: bq.maximum_bytes_billed,
+    timeoutMs: bq.timeout,
+    jobIdPrefix: bq.job_id_prefix,
+    stageUrl: config.stage.url,
+    gcp: cloudEnvironment().gcp,
+  });
 }

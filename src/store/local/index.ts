@@ -22,15 +22,16 @@ import {
 import { hostname } from 'node:os';
 import { dirname, join, relative, sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { configError, transientError } from '../errors.js';
-import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
+import type { Config } from '../../config/schema.js';
+import { configError, transientError } from '../../errors.js';
+import { type AccessNeeds, type Identity, localIdentity } from '../../identity/principal.js';
 import {
   type ObjectInfo,
   type ObjectStore,
   PreconditionFailedError,
   type PutFileOptions,
   type PutOptions,
-} from './store.js';
+} from '../store.js';
 
 /** A lock of another host older than this is left over from a killed process (the critical section takes ms). */
 const STALE_LOCK_MS = 30_000;
@@ -374,4 +375,9 @@ export async function sha256File(path: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return hash.digest('hex');
+}
+
+/** The stage for `stage.url: file:///path`. */
+export async function create(config: Config): Promise<ObjectStore> {
+  return new LocalStore(config.stage.url);
 }

@@ -5,11 +5,11 @@
  * compare the exact text sent.
  */
 import { createHash } from 'node:crypto';
-import { type Window, windowPredicate } from '../core/window.js';
-import { configError } from '../errors.js';
-import { type ColumnSpec, Physical } from '../parquet/schema.js';
-import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from './names.js';
-import type { LoadMode, StagedFile } from './warehouse.js';
+import { type Window, windowPredicate } from '../../core/window.js';
+import { configError } from '../../errors.js';
+import { type ColumnSpec, Physical } from '../../parquet/schema.js';
+import { type NameDialect, quote, resolveColumn as sharedResolveColumn, splitName } from '../names.js';
+import type { LoadMode, StagedFile } from '../warehouse.js';
 
 export { quote };
 

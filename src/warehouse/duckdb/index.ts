@@ -7,11 +7,12 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { DuckDBConnection, DuckDBInstance, DuckDBValue } from '@duckdb/node-api';
-import { failpoint } from '../core/failpoint.js';
-import { type Window, windowPredicate } from '../core/window.js';
-import { configError, internalError, NightshiftError, validationError } from '../errors.js';
-import { type AccessNeeds, type Identity, localIdentity } from '../identity/principal.js';
-import type { ObjectStore } from '../store/store.js';
+import type { Config } from '../../config/schema.js';
+import { failpoint } from '../../core/failpoint.js';
+import { type Window, windowPredicate } from '../../core/window.js';
+import { configError, internalError, NightshiftError, validationError } from '../../errors.js';
+import { type AccessNeeds, type Identity, localIdentity } from '../../identity/principal.js';
+import type { ObjectStore } from '../../store/store.js';
 import type {
   LoadMode,
   LoadPlan,
@@ -20,7 +21,7 @@ import type {
   LoadSession,
   StagedFile,
   Warehouse,
-} from './warehouse.js';
+} from '../warehouse.js';
 
 export interface DuckDbOptions {
   path: string;
@@ -201,7 +202,12 @@ export class DuckDbWarehouse implements Warehouse {
     }
   }
 
-  /** Runs a query on the warehouse file and returns rows as objects (the demo's report). */
+  /** Runs a read-only query on the warehouse file and returns rows as objects (the demo's report). */
+  select(sql: string): Promise<Record<string, unknown>[]> {
+    return this.query(sql);
+  }
+
+  /** Runs a query on the warehouse file and returns rows as objects. */
   async query(sql: string): Promise<Record<string, unknown>[]> {
     const con = await this.connect();
     try {
@@ -397,4 +403,20 @@ function translate(err: unknown, table: string): Error {
     });
   }
   return internalError(`DuckDB load into ${table} failed: ${message}`, { cause: err });
+}
+
+/** The embedded DuckDB warehouse for `warehouse.type: duckdb`. */
+export async function create(config: Config, store: ObjectStore): Promise<Warehouse> {
+  const duckdb = config.warehouse.duckdb;
+  if (!duckdb) throw configError('warehouse.duckdb.path is required for warehouse.type duckdb');
+  return new DuckDbWarehouse(
+    {
+      path: duckdb.path,
+      memoryLimitMb: duckdb.memory_limit_mb,
+      threads: duckdb.threads,
+      storageVersion: duckdb.storage_version,
+      tempDir: config.temp_dir,
+    },
+    store,
+  );
 }

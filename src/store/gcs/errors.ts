@@ -11,8 +11,8 @@ import {
   NightshiftError,
   toNightshiftError,
   transientError,
-} from '../errors.js';
-import { PreconditionFailedError } from './store.js';
+} from '../../errors.js';
+import { PreconditionFailedError } from '../store.js';
 
 /** The fields of a library error this file looks at: ApiError (JSON API) or a gaxios error. */
 interface GcsErrorShape {

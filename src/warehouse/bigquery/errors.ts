@@ -4,7 +4,7 @@
  * (accessDenied) and for throttling (rateLimitExceeded, quotaExceeded).
  * See https://cloud.google.com/bigquery/docs/error-messages
  */
-import { type ErrorCode, NightshiftError, toNightshiftError } from '../errors.js';
+import { type ErrorCode, NightshiftError, toNightshiftError } from '../../errors.js';
 
 /** One REST `ErrorProto`. */
 export interface ErrorProto {

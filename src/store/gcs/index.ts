@@ -14,20 +14,22 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import type { Bucket, File, FileMetadata, Storage } from '@google-cloud/storage';
-import type { GcpEnvironment } from '../config/cloud.js';
-import type { GcsStageConfig } from '../config/schema.js';
-import { internalError, NightshiftError, transientError } from '../errors.js';
-import { type GcpSetup, gcpIdentity, gcpSetup, precheckGcp } from '../identity/gcp.js';
-import type { AccessNeeds, Identity } from '../identity/principal.js';
-import { BucketPath } from './bucket-path.js';
-import { gcsStatus, isGcsNotFound, isGcsPreconditionFailed, translateGcsError } from './gcs-errors.js';
+import type { GcpEnvironment } from '../../config/cloud.js';
+import { cloudEnvironment } from '../../config/cloud.js';
+import type { GcsStageConfig } from '../../config/schema.js';
+import { type Config, gcsStageDefaults } from '../../config/schema.js';
+import { internalError, NightshiftError, transientError } from '../../errors.js';
+import { type GcpSetup, gcpIdentity, gcpSetup, precheckGcp } from '../../identity/gcp.js';
+import type { AccessNeeds, Identity } from '../../identity/principal.js';
+import { BucketPath } from '../bucket-path.js';
 import {
   type ObjectInfo,
   type ObjectStore,
   PreconditionFailedError,
   type PutFileOptions,
   type PutOptions,
-} from './store.js';
+} from '../store.js';
+import { gcsStatus, isGcsNotFound, isGcsPreconditionFailed, translateGcsError } from './errors.js';
 
 type GcsSdk = typeof import('@google-cloud/storage');
 
@@ -422,4 +424,13 @@ export function gcsAccessNeeds(options: {
       },
     ],
   };
+}
+
+/** The stage for `stage.url: gs://bucket/prefix`, with Application Default Credentials. */
+export async function create(config: Config): Promise<ObjectStore> {
+  return new GcsStore({
+    url: config.stage.url,
+    settings: config.stage.gcs ?? gcsStageDefaults(),
+    env: cloudEnvironment().gcp,
+  });
 }

@@ -9,15 +9,17 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Connection, ConnectionOptions, RowStatement } from 'snowflake-sdk';
-import { redactor } from '../config/redact.js';
-import type { SnowflakeConfig } from '../config/schema.js';
-import { failpoint } from '../core/failpoint.js';
-import type { Window } from '../core/window.js';
-import { configError, NightshiftError, validationError } from '../errors.js';
-import type { AccessNeeds } from '../identity/principal.js';
-import type { ColumnSpec } from '../parquet/schema.js';
+import { redactor } from '../../config/redact.js';
+import type { Config, SnowflakeConfig } from '../../config/schema.js';
+import { failpoint } from '../../core/failpoint.js';
+import type { Window } from '../../core/window.js';
+import { configError, NightshiftError, validationError } from '../../errors.js';
+import type { AccessNeeds } from '../../identity/principal.js';
+import type { ColumnSpec } from '../../parquet/schema.js';
+import type { ObjectStore } from '../../store/store.js';
+import type { LoadMode, LoadRequest, LoadResult, StagedFile, Warehouse } from '../warehouse.js';
+import { connectError, type ErrorScope, type StatementContext, statementError } from './errors.js';
 import { snowflakeAccess } from './grants.js';
-import { connectError, type ErrorScope, type StatementContext, statementError } from './snowflake-errors.js';
 import {
   chunks,
   commonDirectory,
@@ -35,8 +37,7 @@ import {
   type TableColumn,
   targetType,
   windowCondition,
-} from './snowflake-sql.js';
-import type { LoadMode, LoadRequest, LoadResult, StagedFile, Warehouse } from './warehouse.js';
+} from './sql.js';
 
 export interface SnowflakeOptions extends SnowflakeConfig {
   /** Job name, for the query tag. */
@@ -524,4 +525,11 @@ export function checkCopyResult(
     loaded += rowsLoaded;
   }
   return loaded;
+}
+
+/** The Snowflake warehouse for `warehouse.type: snowflake`. */
+export async function create(config: Config, _store: ObjectStore): Promise<Warehouse> {
+  const snowflake = config.warehouse.snowflake;
+  if (!snowflake) throw configError('warehouse.type snowflake needs warehouse.snowflake');
+  return new SnowflakeWarehouse({ ...snowflake, job: config.job });
 }

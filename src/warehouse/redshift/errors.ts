@@ -11,7 +11,7 @@ import {
   NightshiftError,
   toNightshiftError,
   transientError,
-} from '../errors.js';
+} from '../../errors.js';
 
 /** What the failing call or statement was doing, for the message and the privilege it needs. */
 export interface StatementContext {

@@ -5,10 +5,10 @@
  * values (window bounds, row counts) are always query parameters.
  */
 import { createHash } from 'node:crypto';
-import { type Window, windowPredicate } from '../core/window.js';
-import { configError } from '../errors.js';
-import type { ColumnSpec } from '../parquet/schema.js';
-import type { LoadRequest } from './warehouse.js';
+import { type Window, windowPredicate } from '../../core/window.js';
+import { configError } from '../../errors.js';
+import type { ColumnSpec } from '../../parquet/schema.js';
+import type { LoadRequest } from '../warehouse.js';
 
 /** A table as the REST API names it. */
 export interface TableRef {

@@ -18,20 +18,22 @@ import type {
   StorageClass,
 } from '@aws-sdk/client-s3';
 import type { AwsCredentialIdentityProvider } from '@aws-sdk/types';
-import type { AwsEnvironment } from '../config/cloud.js';
-import type { S3StageConfig } from '../config/schema.js';
-import { internalError } from '../errors.js';
-import { awsCredentials, awsIdentity } from '../identity/aws.js';
-import type { AccessNeeds, Identity } from '../identity/principal.js';
-import { BucketPath } from './bucket-path.js';
-import { isNotFound, isPreconditionFailed, translateS3Error } from './s3-errors.js';
+import type { AwsEnvironment } from '../../config/cloud.js';
+import { cloudEnvironment, quietAwsSdk } from '../../config/cloud.js';
+import type { S3StageConfig } from '../../config/schema.js';
+import { type Config, s3StageDefaults } from '../../config/schema.js';
+import { internalError } from '../../errors.js';
+import { awsCredentials, awsIdentity } from '../../identity/aws.js';
+import type { AccessNeeds, Identity } from '../../identity/principal.js';
+import { BucketPath } from '../bucket-path.js';
 import {
   type ObjectInfo,
   type ObjectStore,
   PreconditionFailedError,
   type PutFileOptions,
   type PutOptions,
-} from './store.js';
+} from '../store.js';
+import { isNotFound, isPreconditionFailed, translateS3Error } from './errors.js';
 
 type S3Sdk = typeof import('@aws-sdk/client-s3');
 
@@ -518,4 +520,14 @@ export function s3AccessNeeds(options: {
       },
     ],
   };
+}
+
+/** The stage for `stage.url: s3://bucket/prefix`, with the AWS default credential chain. */
+export async function create(config: Config): Promise<ObjectStore> {
+  quietAwsSdk();
+  return new S3Store({
+    url: config.stage.url,
+    settings: config.stage.s3 ?? s3StageDefaults(),
+    env: cloudEnvironment().aws,
+  });
 }

@@ -3,7 +3,7 @@
  * reports three kinds: network errors (no answer), request failures (an HTTP status), and
  * operation failures (Snowflake answered with an error code and a SQLSTATE).
  */
-import { configError, identityError, internalError, NightshiftError, transientError } from '../errors.js';
+import { configError, identityError, internalError, NightshiftError, transientError } from '../../errors.js';
 
 /** What the failing statement was doing, for the message and the privilege it needs. */
 export interface StatementContext {

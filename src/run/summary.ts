@@ -9,6 +9,9 @@ import { redactor } from '../config/redact.js';
 import type { RuntimeSettings } from '../config/runtime.js';
 import { describeWindow, type Window } from '../core/window.js';
 import { type ErrorCode, EXIT_CODES, type NightshiftError } from '../errors.js';
+import { heapLimitMb } from '../memory.js';
+import type { StagedFile } from '../warehouse/warehouse.js';
+import type { RunContext, RunRequest } from './context.js';
 
 export type RunStatus =
   | 'succeeded'
@@ -107,4 +110,99 @@ export async function publishSummary(summary: RunSummary, runtime: RuntimeSettin
   if (existsSync(runtime.xcomDir)) {
     await writeFile(join(runtime.xcomDir, 'return.json'), summaryLine(summary)).catch(() => undefined);
   }
+}
+
+/** Facts gathered while a window runs, turned into its summary at the end. */
+export interface Facts {
+  runId: string;
+  window: Window | undefined;
+  rowsSource: number | null;
+  rowsWritten: number;
+  rowsLoaded: number | null;
+  rowsReplaced: number | null;
+  files: StagedFile[];
+  checkpointBefore: string[] | null;
+  checkpointAfter: string[] | null;
+  timings: Record<string, number>;
+}
+
+export function emptyFacts(runId: string): Facts {
+  return {
+    runId,
+    window: undefined,
+    rowsSource: null,
+    rowsWritten: 0,
+    rowsLoaded: null,
+    rowsReplaced: null,
+    files: [],
+    checkpointBefore: null,
+    checkpointAfter: null,
+    timings: {},
+  };
+}
+
+/** Returns a lap function that records how long each stage took (a stage timed twice adds up). */
+export function timer(facts: Facts): (stage: string) => void {
+  let last = Date.now();
+  return (stage) => {
+    const now = Date.now();
+    facts.timings[stage] = (facts.timings[stage] ?? 0) + now - last;
+    last = now;
+  };
+}
+
+/** The process's peak resident memory so far, in MiB. */
+export function peakRssMb(): number {
+  return Math.round(process.resourceUsage().maxRSS / 1024);
+}
+
+/** How a window's run ended, for its summary. */
+export interface Outcome {
+  ctx: Pick<RunContext, 'config' | 'log'>;
+  request: RunRequest;
+  facts: Facts;
+  /** When the window's run started (ms since the epoch). */
+  started: number;
+  /** The stage's URL as the store reports it. */
+  stage: string;
+  /** What stopped it, if anything. */
+  err?: NightshiftError;
+  /** The status when nothing went wrong. */
+  okStatus?: RunStatus;
+}
+
+/** The summary of a window's run; a failure is also logged, as a warning when it is not one. */
+export function summarize({ ctx, request, facts, started, stage, err, okStatus }: Outcome): RunSummary {
+  const status = err ? statusOf(err) : (okStatus ?? 'succeeded');
+  const summary: RunSummary = {
+    job: ctx.config.job,
+    run_id: facts.runId,
+    command: request.kind === 'backfill' ? 'backfill' : 'run',
+    status,
+    exit_code: exitCodeOfStatus(status, err),
+    window: windowSummary(facts.window),
+    rows_source: facts.rowsSource,
+    rows_written: facts.rowsWritten,
+    rows_loaded: facts.rowsLoaded,
+    rows_replaced: facts.rowsReplaced,
+    files: facts.files.length,
+    bytes: facts.files.reduce((n, f) => n + f.bytes, 0),
+    duration_ms: Date.now() - started,
+    peak_rss_mb: peakRssMb(),
+    heap_limit_mb: heapLimitMb(),
+    stage,
+    warehouse: {
+      type: ctx.config.warehouse.type,
+      table: ctx.config.warehouse.table,
+      mode: ctx.config.warehouse.mode,
+    },
+    checkpoint: { before: facts.checkpointBefore, after: facts.checkpointAfter },
+    timings_ms: facts.timings,
+  };
+  if (err) {
+    summary.error = { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) };
+    const level: 'warn' | 'error' = err.code === 'lease_held' || err.code === 'terminated' ? 'warn' : 'error';
+    ctx.log[level]({ err }, err.message);
+  }
+  return summary;
 }

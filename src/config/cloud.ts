@@ -102,3 +102,13 @@ function gcloudAdcFile(env: NodeJS.ProcessEnv): string | undefined {
 export function quietAwsSdk(env: NodeJS.ProcessEnv = process.env): void {
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 }
+
+/**
+ * Turns off snowflake-sdk's platform detection: at import it probes cloud metadata endpoints and
+ * calls AWS STS to report the platform in its login telemetry; a load needs none of it, and it
+ * adds requests nobody asked for (and egress the NetworkPolicy does not open). Called before the
+ * SDK is imported.
+ */
+export function quietSnowflakeSdk(env: NodeJS.ProcessEnv = process.env): void {
+  env.SNOWFLAKE_DISABLE_PLATFORM_DETECTION ??= 'true';
+}

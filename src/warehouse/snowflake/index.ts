@@ -9,6 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import type { Connection, ConnectionOptions, RowStatement } from 'snowflake-sdk';
+import { quietSnowflakeSdk } from '../../config/cloud.js';
 import { redactor } from '../../config/redact.js';
 import type { Config, SnowflakeConfig } from '../../config/schema.js';
 import { failpoint } from '../../core/failpoint.js';
@@ -54,9 +55,7 @@ let sdk: Promise<Sdk> | undefined;
 /** Imports snowflake-sdk once, configured for a pod: no log file, no cloud probing. */
 function loadSdk(): Promise<Sdk> {
   sdk ??= (async () => {
-    // At import the SDK probes cloud metadata endpoints and calls AWS STS to report the platform
-    // in its login telemetry; a load needs none of it, and it adds requests nobody asked for.
-    process.env.SNOWFLAKE_DISABLE_PLATFORM_DETECTION ??= 'true';
+    quietSnowflakeSdk();
     const mod = (await import('snowflake-sdk')) as Sdk & { default?: Sdk };
     const instance = mod.default ?? mod;
     const quiet = () => undefined;

@@ -94,6 +94,8 @@ class CopyOutQuery {
   /** Bytes of a message that straddles socket reads. */
   private pending: Buffer | undefined;
   private detached = false;
+  /** Settled (done, failed or cut): no stall timer may start again, or it would hold the process. */
+  private ended = false;
   /** Whether short reads wait for a batch (a reusing socket: one read takes all that waits). */
   private batching = false;
   private readonly onChunk = (chunk: Buffer) => this.take(chunk);
@@ -140,7 +142,7 @@ class CopyOutQuery {
   private watchStall(reading: boolean): void {
     const ms = this.options.stallTimeoutMs;
     if (!ms) return;
-    if (!reading || this.detached) {
+    if (!reading || this.detached || this.ended) {
       clearTimeout(this.stallTimer);
       this.stallTimer = undefined;
     } else if (this.stallTimer) this.stallTimer.refresh();
@@ -266,6 +268,7 @@ class CopyOutQuery {
 
   private fail(err: Error): void {
     this.failure ??= err;
+    this.ended = true;
     this.watchStall(false);
     // The protocol state is unknown now: cut the connection; pg reports the end to handleError.
     (this.connection?.stream as { destroy?: (e?: Error) => void } | undefined)?.destroy?.();
@@ -279,12 +282,16 @@ class CopyOutQuery {
   }
 
   handleReadyForQuery(): void {
+    this.ended = true;
+    this.watchStall(false);
     if (this.failure) return;
     this.settle?.resolve(this.rowCount);
     this.settle = undefined;
   }
 
   handleError(err: Error): void {
+    this.ended = true;
+    this.watchStall(false);
     this.settle?.reject(this.failure ?? err);
     this.settle = undefined;
   }

@@ -19,8 +19,8 @@ import type { BigQuery, Job, JobMetadata } from '@google-cloud/bigquery';
 import type { GcpEnvironment } from '../../config/cloud.js';
 import { cloudEnvironment } from '../../config/cloud.js';
 import { bigQueryDefaults, type Config } from '../../config/schema.js';
-import { pause as sleep } from '../../core/abort.js';
 import { failpoint } from '../../core/failpoint.js';
+import { pollUntilEnded } from '../../core/poll.js';
 import type { Window } from '../../core/window.js';
 import { configError, NightshiftError, transientError, validationError } from '../../errors.js';
 import { gcpIdentity, gcpSetup } from '../../identity/gcp.js';
@@ -457,28 +457,30 @@ export class BigQueryWarehouse implements Warehouse {
 
   /** Polls jobs.get with capped backoff until DONE, the deadline, or SIGTERM. */
   private async wait(job: Job, signal: AbortSignal | undefined): Promise<JobMetadata> {
-    const { initialMs, maxMs } = this.options.poll ?? { initialMs: 500, maxMs: 10_000 };
-    const deadline = Date.now() + this.options.timeoutMs;
-    let delay = initialMs;
-    for (;;) {
-      if (signal?.aborted) throw leftRunning(job);
-      let meta: JobMetadata;
-      try {
-        [meta] = await job.getMetadata();
-      } catch (err) {
-        throw translateBigQueryError(err, `reading BigQuery job ${job.id}`);
-      }
-      if (meta.status?.state === 'DONE') return meta;
-      if (Date.now() >= deadline) {
+    if (signal?.aborted) throw leftRunning(job);
+    return pollUntilEnded<JobMetadata>({
+      ...(this.options.poll ?? { initialMs: 500, maxMs: 10_000 }),
+      deadline: Date.now() + this.options.timeoutMs,
+      signal,
+      read: async () => {
+        try {
+          return (await job.getMetadata())[0];
+        } catch (err) {
+          throw translateBigQueryError(err, `reading BigQuery job ${job.id}`);
+        }
+      },
+      ended: (meta) => meta.status?.state === 'DONE',
+      onStop: async () => {
+        throw leftRunning(job);
+      },
+      onDeadline: async () => {
         await job.cancel().catch(() => undefined);
         throw transientError(
           `BigQuery job ${job.id} did not finish within ${Math.round(this.options.timeoutMs / 1000)} s; it was cancelled`,
           { hint: 'raise warehouse.bigquery.timeout, or check the project for slot contention' },
         );
-      }
-      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), signal);
-      delay = Math.min(maxMs, Math.ceil(delay * 1.6));
-    }
+      },
+    });
   }
 
   /** All result rows of a finished query job, across pages. */

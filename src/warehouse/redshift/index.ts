@@ -28,6 +28,7 @@ import type { Config } from '../../config/schema.js';
 import { pause as sleep } from '../../core/abort.js';
 import { failpoint } from '../../core/failpoint.js';
 import { dataPrefix } from '../../core/layout.js';
+import { pollUntilEnded } from '../../core/poll.js';
 import type { Window } from '../../core/window.js';
 import { configError, NightshiftError, transientError, validationError } from '../../errors.js';
 import type { AccessNeeds } from '../../identity/principal.js';
@@ -409,33 +410,32 @@ export class RedshiftWarehouse implements Warehouse {
     ctx: StatementContext,
     signal?: AbortSignal,
   ): Promise<DescribeStatementResponse> {
-    const { initialMs, maxMs } = this.options.poll ?? { initialMs: 250, maxMs: 5_000 };
-    const deadline = Date.now() + this.options.statementTimeoutMs + graceMs(this.options.statementTimeoutMs);
-    let delay = initialMs;
     let failures = 0;
-    for (;;) {
-      const described = await this.describeStatement(id, ctx).then(
-        (d) => {
-          failures = 0;
-          return d;
-        },
-        (err: NightshiftError) => {
-          if (err.code !== 'transient' || ++failures >= MAX_POLL_FAILURES) throw err;
-          return undefined;
-        },
-      );
-      if (described && ENDED.has(described.Status ?? '')) return described;
-      if (signal?.aborted) return this.stopped(id, ctx);
-      if (Date.now() >= deadline) {
+    return pollUntilEnded<DescribeStatementResponse>({
+      ...(this.options.poll ?? { initialMs: 250, maxMs: 5_000 }),
+      deadline: Date.now() + this.options.statementTimeoutMs + graceMs(this.options.statementTimeoutMs),
+      signal,
+      read: () =>
+        this.describeStatement(id, ctx).then(
+          (d) => {
+            failures = 0;
+            return d;
+          },
+          (err: NightshiftError) => {
+            if (err.code !== 'transient' || ++failures >= MAX_POLL_FAILURES) throw err;
+            return undefined;
+          },
+        ),
+      ended: (d: DescribeStatementResponse) => ENDED.has(d.Status ?? ''),
+      onStop: () => this.stopped(id, ctx),
+      onDeadline: async () => {
         await this.cancel(id);
         throw transientError(
           `Redshift did not ${ctx.action} within ${seconds(this.options.statementTimeoutMs)} s; statement ${id} was cancelled and rolls back`,
           { hint: 'raise warehouse.redshift.statement_timeout, or check the workgroup for queued queries' },
         );
-      }
-      await sleep(Math.min(delay, Math.max(0, deadline - Date.now())), signal);
-      delay = Math.min(maxMs, Math.ceil(delay * 1.6));
-    }
+      },
+    });
   }
 
   /** SIGTERM: cancel, then report what became of the statement. */

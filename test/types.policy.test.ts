@@ -78,6 +78,34 @@ describe('type policies', () => {
     expect(existsSync(join(stage, 'data'))).toBe(false);
   });
 
+  it("timestamps and dates past Parquet's range follow source.infinity instead of wrapping to BC", async () => {
+    // 294247-01-10T04:00:54Z is the last int64 microsecond since 1970; PostgreSQL goes to 294276.
+    // Dates fit: PostgreSQL's last, in 5874897, is well inside int32 days since 1970.
+    const rows = `(1, default, '294000-06-01 12:00:00', '5874000-01-01'), (2, default, '294270-01-01 00:00:00', '5874890-01-01')`;
+    const clamped = await exportTable('t timestamp, d date', rows);
+    expect(clamped.result.code, clamped.result.stdout.slice(-800)).toBe(0);
+    expect(
+      await clamped.loaded(
+        "year(t) AS ty, t > TIMESTAMP '9999-12-31 23:59:59.999999' AS t_past, d::varchar AS d",
+      ),
+    ).toEqual([
+      { ty: '294000', t_past: true, d: '5874000-01-01' },
+      { ty: '9999', t_past: false, d: '5874890-01-01' },
+    ]);
+    const nulled = await exportTable('t timestamp, d date', rows, { infinity: 'null' });
+    expect(nulled.result.code).toBe(0);
+    expect(await nulled.loaded('t IS NULL AS t_null, d IS NULL AS d_null')).toEqual([
+      { t_null: false, d_null: false },
+      { t_null: true, d_null: false },
+    ]);
+    const refused = await exportTable('t timestamp', `(1, default, '294270-01-01 00:00:00')`, {
+      infinity: 'error',
+    });
+    expect(refused.result.code).toBe(3);
+    expect(message(refused.result)).toContain('column t holds a timestamp past what Parquet can store');
+    expect(await refused.loaded('t')).toBeUndefined();
+  });
+
   it('fails with exit 3 for NaN in a numeric(p,s) column and names the cast', async () => {
     const { result } = await exportTable('x numeric(10,2)', `(1, default, 'NaN')`);
     expect(result.code).toBe(3);

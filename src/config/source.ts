@@ -108,7 +108,7 @@ export const sourceSchema = z
       .enum(['clamp', 'null', 'error'])
       .default('clamp')
       .describe(
-        'What `infinity`/`-infinity` dates and timestamps become: `clamp` to 9999-12-31 23:59:59.999999 / 0001-01-01, `null`, or `error`.',
+        "What `infinity`/`-infinity` dates and timestamps (and timestamps after 294247-01-10, past Parquet's int64 microseconds) become: `clamp` to 9999-12-31 23:59:59.999999 / 0001-01-01, `null`, or `error`.",
       ),
     numeric: z
       .enum(['auto', 'string'])

@@ -198,6 +198,20 @@ function infiniteValue(plan: ColumnPlan, positive: boolean): never {
   );
 }
 
+/**
+ * A finite timestamp PostgreSQL holds (it goes to 294276 AD) but Parquet cannot: after
+ * 294247-01-10T04:00:54.775807Z, past int64 microseconds since 1970. It follows source.infinity
+ * as +infinity does instead of wrapping around to a date BC.
+ */
+function beyondRange(plan: ColumnPlan): never {
+  throw validationError(
+    `column ${plan.name} holds a timestamp past what Parquet can store (294247-01-10), and source.infinity is "error"`,
+    {
+      hint: 'set source.infinity to clamp (the latest value, as for infinity) or null, or filter the rows in source.query',
+    },
+  );
+}
+
 function dateDecoder(plan: ColumnPlan, c: Int32Column, infinity: InfinityPolicy): Decode {
   return (v, _b, p) => {
     const days = v.getInt32(p);
@@ -208,6 +222,7 @@ function dateDecoder(plan: ColumnPlan, c: Int32Column, infinity: InfinityPolicy)
       else infiniteValue(plan, positive);
       return;
     }
+    // PostgreSQL's last date, 5874897-12-31, is 2,145,031,948 days after 2000: the shift fits int32.
     c.append(days + EPOCH_SHIFT_DAYS);
   };
 }
@@ -230,7 +245,15 @@ function timestampDecoder(plan: ColumnPlan, c: Int64Column, infinity: InfinityPo
       lo -= TWO32;
       hi += 1;
     }
-    c.append(hi + EPOCH_SHIFT_HI, lo);
+    hi += EPOCH_SHIFT_HI;
+    // PostgreSQL's timestamps reach 294276 AD: the shift to 1970 can pass int64 (never below it).
+    if (hi > 0x7fffffff) {
+      if (infinity === 'clamp') c.append(MAX_HI, MAX_LO);
+      else if (infinity === 'null') c.appendNull();
+      else beyondRange(plan);
+      return;
+    }
+    c.append(hi, lo);
   };
 }
 

@@ -73,6 +73,15 @@ async function runRequest(args: CommandArgs, request: RunRequest): Promise<numbe
         progress: progressMode(config),
         backends,
         onSummary: (summary, line) => printSummary(config, log, summary, line),
+        onBackfillSummary: (total) => {
+          const level =
+            total.exit_code === 0
+              ? 'info'
+              : total.exit_code === EXIT_CODES.lease_held.exit
+                ? 'warn'
+                : 'error';
+          log[level](total, 'backfill summary');
+        },
       },
       request,
     );

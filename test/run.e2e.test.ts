@@ -210,14 +210,47 @@ describe('nightshift run', () => {
     ];
     const r = await job.run(args);
     expect(r.code, r.stderr).toBe(0);
-    const summaries = jsonLines(r.stdout).filter((l) => l.msg === 'run summary');
+    const lines = jsonLines(r.stdout);
+    expect(lines.some((l) => l.msg === 'nightshift backfill starting')).toBe(true);
+    const summaries = lines.filter((l) => l.msg === 'run summary');
     expect(summaries.map((s) => s.rows_loaded)).toEqual([199, 200, 200]);
     expect(summaries.every((s) => s.command === 'backfill')).toBe(true);
+    // Last, one total over the windows.
+    expect(r.summary).toMatchObject({
+      msg: 'backfill summary',
+      status: 'succeeded',
+      exit_code: 0,
+      windows_planned: 3,
+      windows_succeeded: 3,
+      windows_failed: 0,
+      windows_not_run: 0,
+      rows_loaded: 599,
+      run_ids: summaries.map((s) => s.run_id),
+    });
     expect(job.checkpoint()?.watermark ?? null).toBeNull();
     const again = await job.run(args);
     expect(again.code).toBe(0);
     const facts = await job.facts();
     expect(facts).toMatchObject({ rows: 599, keys: 599 });
+  });
+
+  it('backfill refuses arguments that cannot work before it reaches the database or takes the lease', async () => {
+    const job = await newJob({}, 10);
+    // A source nobody answers on: an argument error must not wait for it, nor write a lease.
+    const nowhere = { NIGHTSHIFT_SOURCE_URL: 'postgres://nobody@127.0.0.1:9/none' };
+    const cases: [string[], string][] = [
+      [['--from', '2024-02-01', '--to', '2024-01-01'], '--from must be before --to'],
+      [['--from', '2024-01-01', '--to', '2024-02-01', '--step', '1x'], 'is not a duration'],
+      [['--from', '100', '--to', '2024-02-01'], 'must both be integers or both dates or times'],
+      [['--from', '1', '--to', '100', '--step', '1d'], 'must be a positive integer'],
+    ];
+    for (const [args, message] of cases) {
+      const r = await job.run(['backfill', ...args], nowhere);
+      expect(r.code, `${args.join(' ')}: ${r.stdout.slice(-600)}`).toBe(2);
+      expect(r.summary).toMatchObject({ msg: 'backfill summary', exit_code: 2, windows_planned: 0 });
+      expect(JSON.stringify(r.summary?.error)).toContain(message);
+      expect(existsSync(job.stageDir)).toBe(false); // no lease was written, nor anything else
+    }
   });
 
   it('plan prints the next window and moves nothing', async () => {

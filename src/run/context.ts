@@ -9,7 +9,7 @@ import type { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { Backends, Warehouse } from '../warehouse/warehouse.js';
 import type { ProgressMode } from './progress.js';
-import type { RunSummary } from './summary.js';
+import type { BackfillSummary, RunSummary } from './summary.js';
 
 export interface RunContext {
   config: Config;
@@ -22,6 +22,8 @@ export interface RunContext {
   backends: Backends;
   /** Written with each finished run's summary line (the CLI prints it last). */
   onSummary?: (summary: RunSummary, line: string) => void;
+  /** A backfill's total, after the summaries of its windows (the CLI prints it last). */
+  onBackfillSummary?: (total: BackfillSummary) => void;
 }
 
 /** What to move: the next incremental window, or explicit backfill windows [from, to) over the cursor. */

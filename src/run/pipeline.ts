@@ -10,13 +10,22 @@ import { redactedConfig } from '../config/load.js';
 import { untilAborted } from '../core/abort.js';
 import { failpoint } from '../core/failpoint.js';
 import { newRunId } from '../core/layout.js';
+import type { Window } from '../core/window.js';
 import { NightshiftError, toNightshiftError } from '../errors.js';
 import { Lease } from '../state/lease.js';
 import type { ObjectStore } from '../store/store.js';
 import type { Warehouse } from '../warehouse/warehouse.js';
 import type { RunContext, RunRequest } from './context.js';
-import { backfillWindows } from './plan.js';
-import { emptyFacts, peakRssMb, publishSummary, type RunSummary, summarize, summaryLine } from './summary.js';
+import { backfillWindows, checkBackfillArgs } from './plan.js';
+import {
+  backfillTotal,
+  emptyFacts,
+  peakRssMb,
+  publishSummary,
+  type RunSummary,
+  summarize,
+  summaryLine,
+} from './summary.js';
 import { runWindow } from './window-run.js';
 
 export type { RunContext, RunRequest } from './context.js';
@@ -26,8 +35,12 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   const { config, log } = ctx;
   const started = Date.now();
   const firstRunId = newRunId();
-  log.info({ config: redactedConfig(config), request: request.kind }, 'nightshift run starting');
+  log.info(
+    { config: redactedConfig(config), request: request.kind },
+    request.kind === 'backfill' ? 'nightshift backfill starting' : 'nightshift run starting',
+  );
   const summaries: RunSummary[] = [];
+  let planned = 0;
   let store: ObjectStore | undefined;
   let lease: Lease | undefined;
   let warehouse: Warehouse | undefined;
@@ -42,6 +55,15 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   ctx.signal.addEventListener('abort', onTerm, { once: true });
   if (ctx.signal.aborted) onTerm();
   try {
+    // A backfill's windows, before the stage and the lease: arguments that cannot work exit 2 at
+    // once, without waiting for a lease another run holds.
+    let windows: (Window | undefined)[] = [undefined];
+    if (request.kind === 'backfill') {
+      checkBackfillArgs(request.from, request.to, request.step);
+      windows = await backfillWindows(config, request.from, request.to, request.step);
+      planned = windows.length;
+      log.info({ windows: windows.length }, 'backfill planned');
+    }
     store = await ctx.backends.createStore(config);
     // Who the run acts as, before it touches anything: an identity failure exits 5 here.
     const stageIdentity = await store.identity?.();
@@ -63,11 +85,6 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
     warehouse = await ctx.backends.createWarehouse(config, store);
     const warehouseIdentity = await warehouse.identity?.();
     if (warehouseIdentity) log.info({ identity: warehouseIdentity, part: 'warehouse' }, 'warehouse identity');
-    const windows =
-      request.kind === 'backfill'
-        ? await backfillWindows(config, request.from, request.to, request.step)
-        : [undefined];
-    if (request.kind === 'backfill') log.info({ windows: windows.length }, 'backfill planned');
     for (const [i, window] of windows.entries()) {
       const runId = i === 0 ? firstRunId : newRunId();
       const summary = await runWindow(ctx, {
@@ -113,6 +130,8 @@ export async function executeRun(ctx: RunContext, request: RunRequest): Promise<
   for (const summary of summaries) {
     ctx.onSummary?.(summary, summaryLine(summary));
   }
+  if (request.kind === 'backfill')
+    ctx.onBackfillSummary?.(backfillTotal(request, planned, summaries, started));
   await publishSummary(last, ctx.runtime);
   return summaries;
 }

@@ -45,6 +45,32 @@ export async function planWindow(
   return { columns, types, lower: lower?.lower, upper };
 }
 
+/**
+ * Checks a backfill's arguments as far as they can be without the database: --from and --to both
+ * integers or both dates/times, --from before --to, --step of the same kind. Whether they suit
+ * the cursor's type is for splitBackfill, once the type is read.
+ */
+export function checkBackfillArgs(from: string, to: string, step?: string): void {
+  const integers = /^-?\d+$/.test(from) && /^-?\d+$/.test(to);
+  if (integers) {
+    if (BigInt(from) >= BigInt(to)) throw configError('backfill: --from must be before --to');
+    if (step !== undefined) parseIntegerStep(step);
+    return;
+  }
+  if (/^-?\d+$/.test(from) || /^-?\d+$/.test(to)) {
+    throw configError(
+      `backfill: --from ${from} and --to ${to} must both be integers or both dates or times`,
+      {
+        hint: 'nightshift backfill --from 2024-01-01 --to 2024-02-01 --step 1d',
+      },
+    );
+  }
+  if (parseTime(from, '--from') >= parseTime(to, '--to')) {
+    throw configError('backfill: --from must be before --to');
+  }
+  if (step !== undefined) parseTimeStep(step);
+}
+
 /** Splits [from, to) on the cursor into windows of `step` (a duration, or a number for integers). */
 export function splitBackfill(
   cursor: CursorInfo,

@@ -46,6 +46,63 @@ export interface RunSummary {
   error?: { code: ErrorCode; message: string; hint?: string };
 }
 
+/** A backfill's total over its windows: printed after their summaries, so it is the last line. */
+export interface BackfillSummary {
+  job: string;
+  command: 'backfill';
+  /** The run's outcome: the last window's status (a backfill stops at its first failed window). */
+  status: RunStatus;
+  exit_code: number;
+  from: string;
+  to: string;
+  step: string | null;
+  windows_planned: number;
+  windows_succeeded: number;
+  /** Windows that ran and failed (0 or 1), and windows never started (after a failure, or when the lease was held). */
+  windows_failed: number;
+  windows_not_run: number;
+  rows_loaded: number;
+  files: number;
+  bytes: number;
+  duration_ms: number;
+  peak_rss_mb: number;
+  run_ids: string[];
+  error?: RunSummary['error'];
+}
+
+/** Adds up a backfill's window summaries; `planned` is 0 when it failed before its windows were known. */
+export function backfillTotal(
+  request: { from: string; to: string; step?: string },
+  planned: number,
+  summaries: readonly RunSummary[],
+  started: number,
+): BackfillSummary {
+  const last = summaries[summaries.length - 1];
+  const ran = summaries.filter((s) => s.window !== null);
+  const succeeded = ran.filter((s) => s.exit_code === 0).length;
+  const failed = ran.length - succeeded;
+  return {
+    job: last.job,
+    command: 'backfill',
+    status: last.status,
+    exit_code: last.exit_code,
+    from: request.from,
+    to: request.to,
+    step: request.step ?? null,
+    windows_planned: planned,
+    windows_succeeded: succeeded,
+    windows_failed: failed,
+    windows_not_run: Math.max(0, planned - succeeded - failed),
+    rows_loaded: summaries.reduce((n, s) => n + (s.rows_loaded ?? 0), 0),
+    files: summaries.reduce((n, s) => n + s.files, 0),
+    bytes: summaries.reduce((n, s) => n + s.bytes, 0),
+    duration_ms: Date.now() - started,
+    peak_rss_mb: last.peak_rss_mb,
+    run_ids: summaries.map((s) => s.run_id),
+    ...(last.error ? { error: last.error } : {}),
+  };
+}
+
 /** Kubernetes keeps at most this many bytes of a termination message. */
 const TERMINATION_LIMIT = 4096;
 

@@ -3,9 +3,10 @@
  * The `nightshift` command: argument parsing, dispatch, exit code. Command implementations are
  * imported only when their command runs, so `--version` and `--help` start fast.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { redactor } from './config/redact.js';
+import { earlyLogFormat, runtimeSettings } from './config/runtime.js';
 import { EXIT_CODES, NightshiftError, toNightshiftError } from './errors.js';
 
 const COMMANDS = ['run', 'plan', 'backfill', 'check', 'whoami', 'iam', 'demo', 'config', 'help'] as const;
@@ -222,5 +223,38 @@ main(process.argv.slice(2)).then(
     if (e.code === 'internal' && e.cause instanceof Error)
       process.stderr.write(redactor.redact(`${e.cause.stack}\n`));
     process.exitCode = e.exitCode;
+    return reportEarlyFailure(e, process.argv.slice(2));
   },
 );
+
+/**
+ * With JSON logs, a failure before the job's logger exists also reaches the log pipeline: one
+ * error line with its severity, then a summary line (status `config_error` for exit 2), the
+ * last line on stdout as after a run, and in the pod's termination message.
+ */
+async function reportEarlyFailure(e: NightshiftError, argv: string[]): Promise<void> {
+  const flagAt = argv.findIndex((a) => a === '--log-format' || a.startsWith('--log-format='));
+  const flag =
+    flagAt < 0 ? undefined : argv[flagAt].includes('=') ? argv[flagAt].split('=')[1] : argv[flagAt + 1];
+  const { createLogger, isPretty } = await import('./log.js');
+  if (isPretty(earlyLogFormat(flag) as 'auto')) return;
+  const log = createLogger({ format: 'json' });
+  const command = argv.find((a) => !a.startsWith('-'));
+  const error = { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+  log.error({ err: e }, e.message);
+  const summary = {
+    command: command && (COMMANDS as readonly string[]).includes(command) ? command : null,
+    status: e.code === 'config' ? 'config_error' : 'failed',
+    exit_code: e.exitCode,
+    error,
+  };
+  log.error(summary, 'run summary');
+  const { terminationLog } = runtimeSettings();
+  if (existsSync(terminationLog)) {
+    try {
+      writeFileSync(terminationLog, redactor.redact(JSON.stringify(summary)));
+    } catch {
+      // Kubernetes shows the pod's log instead.
+    }
+  }
+}

@@ -406,6 +406,19 @@ describe('configuration errors exit 2 and name the fix', () => {
       const r = await runCli(['run', '--config', path]);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(message);
+      // JSON logs (stdout is not a terminal): an error line with its severity, then the summary.
+      const lines = jsonLines(r.stdout);
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toMatchObject({ severity: 'ERROR', err: { code: 'config' } });
+      expect(String(lines[0].msg)).toMatch(message);
+      expect(r.summary).toMatchObject({
+        msg: 'run summary',
+        severity: 'ERROR',
+        command: 'run',
+        status: 'config_error',
+        exit_code: 2,
+        error: { code: 'config' },
+      });
     });
   }
 
@@ -441,6 +454,12 @@ describe('configuration errors exit 2 and name the fix', () => {
     const r = await runCli(['run', '--frobnicate']);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain("Unknown option '--frobnicate'");
+    expect(r.summary).toMatchObject({ status: 'config_error', exit_code: 2, command: 'run' });
+    // Asked for readable logs, a usage error stays one readable line on stderr.
+    const pretty = await runCli(['run', '--frobnicate', '--log-format', 'pretty']);
+    expect(pretty.code).toBe(2);
+    expect(pretty.stdout).toBe('');
+    expect(pretty.stderr).toContain("Unknown option '--frobnicate'");
   });
 });
 

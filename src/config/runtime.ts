@@ -28,3 +28,11 @@ export interface LaunchSettings {
 export function launchSettings(env: NodeJS.ProcessEnv = process.env): LaunchSettings {
   return { nodeOptions: env.NODE_OPTIONS ?? '' };
 }
+
+/**
+ * The log format for a failure before the configuration is read (a usage or config error):
+ * `--log-format`, else NIGHTSHIFT_LOG_FORMAT, else `auto` (JSON unless stdout is a terminal).
+ */
+export function earlyLogFormat(flag: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
+  return flag ?? env.NIGHTSHIFT_LOG_FORMAT ?? 'auto';
+}

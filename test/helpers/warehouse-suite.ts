@@ -66,9 +66,11 @@ export function warehouseSuite(name: string, target: WarehouseTarget): void {
       await target.afterEach?.();
     });
 
-    /** A case, or a skipped one where the backend cannot show it (the reason is in its target). */
-    const shown = (name: WarehouseCase, title: string, body: () => Promise<void>) =>
-      it.skipIf(target.cannot?.[name] !== undefined)(`${name}: ${title}`, body);
+    /** A case, or a skipped one where the backend cannot show it, its reason in the title. */
+    const shown = (name: WarehouseCase, title: string, body: () => Promise<void>) => {
+      const reason = target.cannot?.[name];
+      it.skipIf(reason !== undefined)(`${name}: ${title}${reason ? ` (not here: ${reason})` : ''}`, body);
+    };
 
     async function open(): Promise<{ wh: Warehouse; table: string }> {
       warehouse = await target.warehouse();

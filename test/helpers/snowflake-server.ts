@@ -214,6 +214,11 @@ export class FakeSnowflake {
     this.faults.push({ times: 1, ...fault });
   }
 
+  /** Faults injected and not yet met by a statement. */
+  get pendingFaults(): number {
+    return this.faults.length;
+  }
+
   /** Statements that ran whose SQL matches. */
   executed(match: RegExp): ExecutedStatement[] {
     return this.statements.filter((s) => match.test(s.sql));

@@ -1,11 +1,13 @@
 /** The shared Warehouse suite on embedded DuckDB: a real DuckDB file in a temp dir, over a local stage. */
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { NightshiftError } from '../src/errors.js';
 import { LocalStore } from '../src/store/local/index.js';
 import { DuckDbWarehouse } from '../src/warehouse/duckdb/index.js';
 import { tempDir } from './helpers/env.js';
-import { stageParts } from './helpers/warehouse-fixtures.js';
-import { warehouseSuite } from './helpers/warehouse-suite.js';
+import { stageParts, trips, tripsLoadRequest } from './helpers/warehouse-fixtures.js';
+import { type WarehouseTarget, warehouseSuite } from './helpers/warehouse-suite.js';
 
 const tmp = tempDir('ns-duckdb-suite-');
 const stageDir = join(tmp.dir, 'stage');
@@ -27,7 +29,7 @@ async function exists(table: string): Promise<boolean> {
   return Number(row.n) > 0;
 }
 
-warehouseSuite('duckdb', {
+const duckdbTarget: WarehouseTarget = {
   warehouse: async () => {
     current = new DuckDbWarehouse(
       {
@@ -49,11 +51,56 @@ warehouseSuite('duckdb', {
       await query(`SELECT trip_id::VARCHAR AS id, fare_usd::VARCHAR AS fare FROM ${table} ORDER BY trip_id`)
     ).map((r) => [String(r.id), String(r.fare)]),
   cannot: {
-    // An abort interrupts the DuckDB statement running at that moment, and only that: a load from
-    // a local stage is one in-process INSERT with no point a test can hold it at, so stopping it
-    // mid-statement would take a timing. (An abort while no statement runs is not seen by the load:
-    // the run checks its signal itself before it loads.)
+    // An abort interrupts the DuckDB statement running at that moment: a load from a local stage
+    // is one in-process INSERT with no point a test can hold it at, so stopping it mid-statement
+    // would take a timing. A stop before or between statements is shown below instead.
     SIGTERM: 'the in-process INSERT cannot be held mid-statement without a timing',
   },
-  teardown: async () => tmp.cleanup(),
+};
+afterAll(() => tmp.cleanup());
+
+warehouseSuite('duckdb', duckdbTarget);
+
+describe('DuckDB: a stop between statements', () => {
+  // An interrupt reaches only a running statement; a stop that came before the load or between
+  // its statements must still end it before COMMIT, with nothing loaded.
+  it('a load whose signal has already fired loads nothing and ends terminated (exit 143)', async () => {
+    const wh = (await duckdbTarget.warehouse()) as DuckDbWarehouse;
+    try {
+      const table = duckdbTarget.table();
+      const staged = await duckdbTarget.stage([trips(1, 3)]);
+      const stop = new AbortController();
+      stop.abort();
+      const err = await wh.load(tripsLoadRequest(table, staged, { signal: stop.signal })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(NightshiftError);
+      expect((err as NightshiftError).exitCode).toBe(143);
+      expect(await duckdbTarget.count(table)).toBe(0);
+    } finally {
+      await wh.close();
+    }
+  });
+
+  it('a stop after the parts were added and before the commit rolls them back', async () => {
+    const wh = (await duckdbTarget.warehouse()) as DuckDbWarehouse;
+    try {
+      const table = duckdbTarget.table();
+      const staged = await duckdbTarget.stage([trips(1, 3)]);
+      const stop = new AbortController();
+      const { files, expectedRows, ...plan } = tripsLoadRequest(table, staged, { signal: stop.signal });
+      const session = await wh.begin(plan);
+      await session.add(files);
+      stop.abort();
+      const err = await session.commit(expectedRows).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect((err as NightshiftError).code).toBe('terminated');
+      expect(await duckdbTarget.count(table)).toBe(0);
+    } finally {
+      await wh.close();
+    }
+  });
 });

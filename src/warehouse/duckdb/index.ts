@@ -307,6 +307,8 @@ class DuckDbLoadSession implements LoadSession {
   async add(files: readonly StagedFile[]): Promise<void> {
     if (!files.length) return;
     try {
+      // An interrupt reaches only a statement that is running: a stop that came between them is seen here.
+      this.plan.signal?.throwIfAborted();
       const paths = await this.warehouse.localFiles(files, this.downloads, this.plan.signal);
       const con = this.con ?? (await this.prepare(paths[0]));
       const source = parquetFiles(paths);
@@ -334,6 +336,8 @@ class DuckDbLoadSession implements LoadSession {
           `DuckDB inserted ${this.inserted} rows but the files hold ${expectedRows}; the load was rolled back`,
         );
       }
+      // The last point a stop can still roll the load back; COMMIT itself is not interrupted.
+      this.plan.signal?.throwIfAborted();
       await this.con?.run('COMMIT');
       // The committed rows are folded from the WAL into the file now, within the load's timing and
       // the run's peak memory, rather than when the file closes after the summary. A failure here

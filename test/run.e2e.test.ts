@@ -449,6 +449,20 @@ describe('configuration errors exit 2 and name the fix', () => {
     expect(JSON.stringify(r.summary)).toContain('source.cursor: column no_such_column is not in the source');
   });
 
+  it('a temp_dir that cannot be created or written exits 2 with the mount fix, as check does', async () => {
+    const job = await newJob({}, 5);
+    const file = join(tmp.dir, `not-a-dir-${job.config.job}`);
+    writeFileSync(file, 'x');
+    // Root may write anywhere, so the path runs into a file instead of a permission.
+    const cfg = { ...job.config, temp_dir: join(file, 'tmp') };
+    const r = await runCli(['run', '--config', writeConfig(tmp.dir, cfg, 'bad-temp.yaml')]);
+    expect(r.code, r.stdout.slice(-600)).toBe(2);
+    expect(r.summary?.error).toMatchObject({ code: 'config' });
+    expect(JSON.stringify(r.summary?.error)).toContain('is not writable');
+    expect(JSON.stringify(r.summary?.error)).toContain('emptyDir');
+    expect(job.checkpoint()?.watermark ?? null).toBeNull();
+  });
+
   it('rejects an unknown command and unknown flags', async () => {
     expect((await runCli(['fly'])).code).toBe(2);
     const r = await runCli(['run', '--frobnicate']);

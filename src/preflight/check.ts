@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { partBytes, tempSpaceNeeded } from '../core/parts.js';
+import { notWritable } from '../core/temp-dir.js';
 import { configError, EXIT_CODES, NightshiftError, toNightshiftError } from '../errors.js';
 import type { Identity } from '../identity/principal.js';
 import { containerMemoryLimit, heapLimitMb } from '../memory.js';
@@ -137,10 +138,7 @@ async function checkTempSpace(ctx: CheckContext): Promise<string> {
     await mkdir(config.temp_dir, { recursive: true });
     probe = await mkdtemp(join(config.temp_dir, 'nightshift-check-'));
   } catch (err) {
-    throw configError(`temp_dir ${config.temp_dir} is not writable: ${(err as Error).message}`, {
-      cause: err,
-      hint: 'mount a writable volume there (an emptyDir at /tmp in Kubernetes) or set temp_dir',
-    });
+    throw notWritable(config.temp_dir, err);
   }
   await rm(probe, { recursive: true, force: true });
   const fs = await statfs(config.temp_dir);

@@ -4,12 +4,13 @@
  * validate what the warehouse loaded, commit the checkpoint. Nothing moves the checkpoint but a
  * validated load; any failure leaves it where it was and the next run redoes the window.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setImmediate } from 'node:timers/promises';
 import { untilAborted } from '../core/abort.js';
 import { failpoint } from '../core/failpoint.js';
 import { partBytes } from '../core/parts.js';
+import { makeTempDir } from '../core/temp-dir.js';
 import { describeWindow, type Window } from '../core/window.js';
 import { NightshiftError, toNightshiftError, validationError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -166,7 +167,7 @@ async function exportParts(run: WindowRun, { window, plans }: Planned): Promise<
   const { args, facts } = run;
   const snapshot = run.snapshot as Snapshot;
   const count = await startCount(snapshot, config, window, args.signal);
-  await mkdir(run.tempDir, { recursive: true, mode: 0o700 });
+  await makeTempDir(run.tempDir, 0o700);
   const loadPlan: LoadPlan = {
     job: config.job,
     runId: args.runId,

@@ -40,6 +40,21 @@ function status(url: string, method = 'GET'): Promise<number | undefined> {
   });
 }
 
+/**
+ * moto_server's own app, served one request at a time. moto_server serves each request on its own
+ * thread (werkzeug's threaded=True), and moto 5.2's PutObject reads the object to check If-Match
+ * or If-None-Match and then writes it with no lock between (moto/s3/responses.py): two
+ * conditional writes at once can both pass, which S3 never allows. In turn they are checked and
+ * written as S3 does, atomically, so the race cases test our client and not moto's threads.
+ * Without threads werkzeug answers HTTP/1.0 and closes each connection, so none waits on another.
+ */
+const SERIAL_MOTO = [
+  'import sys',
+  'from werkzeug.serving import run_simple',
+  'from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app',
+  'run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app), threaded=False)',
+].join('\n');
+
 export class MotoServer {
   private constructor(
     /** `http://127.0.0.1:PORT`. */
@@ -48,11 +63,11 @@ export class MotoServer {
     private readonly exited: Promise<unknown>,
   ) {}
 
-  /** Starts moto_server on a free port of 127.0.0.1 and waits until it answers. */
+  /** Starts moto_server's app on a free port of 127.0.0.1, one request at a time, and waits until it answers. */
   static async start(env: NodeJS.ProcessEnv = {}): Promise<MotoServer> {
     for (let attempt = 1; ; attempt++) {
       const port = await freePort();
-      const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], {
+      const child = spawn('python3', ['-c', SERIAL_MOTO, '127.0.0.1', String(port)], {
         env: { ...process.env, ...env },
         stdio: ['ignore', 'ignore', 'pipe'],
       });

@@ -112,6 +112,20 @@ function classifyPostgres(sqlstate: string): ErrorCode | undefined {
   return undefined;
 }
 
+/** The fix for the PostgreSQL errors a job's settings cause. */
+const POSTGRES_HINTS: Record<string, string> = {
+  '28P01':
+    'check source.user and source.password (rotated in the secret store and not yet in the pod?); nightshift check tries the connection',
+  '28000':
+    'the server refused this role or host: check source.user and that pg_hba.conf admits the pod address; nightshift check tries the connection',
+  '42501': 'grant what nightshift iam prints for the source',
+  '42P01':
+    'check source.table (schema.table) and that the role can see its schema; nightshift check reads the source',
+  '42703':
+    'check the columns named in source.cursor, source.key, source.columns and source.casts; nightshift check reads the source',
+  '3D000': 'check the database in source.url or source.database',
+};
+
 /** Maps any thrown value to a NightshiftError, keeping the original as `cause`. */
 export function toNightshiftError(err: unknown): NightshiftError {
   if (err instanceof NightshiftError) return err;
@@ -121,7 +135,10 @@ export function toNightshiftError(err: unknown): NightshiftError {
   if (code && /^[0-9A-Z]{5}$/.test(code)) {
     const mapped = classifyPostgres(code);
     if (mapped)
-      return new NightshiftError(mapped, `PostgreSQL: ${message} (SQLSTATE ${code})`, { cause: err });
+      return new NightshiftError(mapped, `PostgreSQL: ${message} (SQLSTATE ${code})`, {
+        cause: err,
+        hint: POSTGRES_HINTS[code],
+      });
   }
   if ((code && TRANSIENT_SYSCALL.has(code)) || PG_CONNECTION_LOST.test(message)) {
     return transientError(`network: ${message}`, { cause: err });

@@ -147,6 +147,7 @@ describe('a password with @/:%#?&=+, a space and non-ASCII', () => {
     const env = { APP_DB_LOGIN: PASSWORD };
     let r = await cli('run', denied, env);
     expect(r.code).toBe(5);
+    expect(r.summary?.error).toMatchObject({ hint: expect.stringContaining('nightshift iam') });
     outputs.push(...outputsOf(r, denied));
     console.log(`no SELECT: exit ${r.code}: ${errorOf(r)}`);
     r = await cli('check', denied, env);
@@ -154,6 +155,7 @@ describe('a password with @/:%#?&=+, a space and non-ASCII', () => {
     outputs.push(r.stdout, r.stderr);
     r = await cli('run', denied, { APP_DB_LOGIN: `${PASSWORD}x` });
     expect(r.code).toBe(5);
+    expect(r.summary?.error).toMatchObject({ hint: expect.stringContaining('source.password') });
     outputs.push(...outputsOf(r, denied));
     console.log(`wrong password: exit ${r.code}: ${errorOf(r)}`);
 

@@ -33,7 +33,7 @@ const GLOBAL_HELP = `Options for every command:
       --log-format <fmt>  json, pretty or auto (log.format)
       --progress <when>   on, off or auto (log.progress)
   -h, --help              this help
-  -V, --version           the version`;
+  -V, -v, --version       the version`;
 
 const EXIT_HELP = `Exit codes:
 ${Object.values(EXIT_CODES)
@@ -60,8 +60,16 @@ ${GLOBAL_HELP}
 
 ${EXIT_HELP}
 
-Docs: README.md; docs/configuration.md (every key), docs/kubernetes.md (deployment),
-docs/troubleshooting.md (each exit code and its fix).`,
+Examples:
+  nightshift demo                                  the whole path on this machine, nothing to set up
+  nightshift check --config nightshift.yaml        preflight before the first run
+  nightshift run --config nightshift.yaml          what the CronJob runs
+  nightshift backfill --config nightshift.yaml --from 2024-01-01 --to 2024-02-01 --step 1d
+  nightshift config --reference                    every configuration key
+
+Docs, in the source repository: README.md, docs/configuration.md (every key, also printed by
+nightshift config --reference), docs/kubernetes.md (deployment), docs/troubleshooting.md (each
+exit code and its fix).`,
   run: `Usage: nightshift run [--config file]
 
 Takes the job's lease, plans the window after the checkpoint (up to the newest row source.lag
@@ -69,6 +77,10 @@ allows), counts and exports it from one PostgreSQL snapshot into Parquet parts u
 uploads them to the stage, loads exactly those files into the warehouse, checks that the source
 count, the rows written and the rows loaded agree, and only then moves the checkpoint.
 The last stdout line is the run summary (JSON); the exit code says what happened.
+
+Examples:
+  nightshift run --config /etc/nightshift/nightshift.yaml
+  NIGHTSHIFT_CONFIG=nightshift.yaml nightshift run --log-format pretty --progress on
 
 ${GLOBAL_HELP}
 
@@ -79,7 +91,13 @@ Prints, as JSON, what the next run would do: the checkpoint, the window, how man
 each column's PostgreSQL and Parquet type, the object paths, and the COPY statement.
 Takes no lease and writes nothing.
 
-${GLOBAL_HELP}`,
+Examples:
+  nightshift plan --config nightshift.yaml
+  nightshift plan --config nightshift.yaml | jq '.window, .rows'
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
   backfill: `Usage: nightshift backfill --from <value> --to <value> [--step <size>] [--config file]
 
 Exports and loads the cursor range [from, to), split into windows of --step, each as its own run
@@ -90,6 +108,13 @@ lease is held, so scheduled runs wait (exit 4) until the backfill ends.
   --from <value>   first cursor value included: 2024-01-01, 2024-01-01T06:00:00Z, or an integer
   --to <value>     first cursor value excluded
   --step <size>    window size: a duration (1d, 6h) for time cursors, a number for integer cursors
+
+The arguments are checked before the database and the lease (exit 2 at once); after the windows'
+summaries, one "backfill summary" line gives the totals.
+
+Examples:
+  nightshift backfill --config nightshift.yaml --from 2024-01-01 --to 2024-02-01 --step 1d
+  nightshift backfill --config nightshift.yaml --from 1 --to 5000000 --step 1000000
 
 ${GLOBAL_HELP}
 
@@ -103,6 +128,11 @@ can write), and the free space in temp_dir against the expected export. One line
 the fix when it fails. Exits with the first failure's code (2 config, 5 identity or permission,
 75 transient), 0 when all pass.
 
+Examples:
+  nightshift check --config nightshift.yaml
+  kubectl create job nightshift-check --from=cronjob/nightshift --dry-run=client -o json \\
+    | jq '.spec.template.spec.containers[0].args = ["check"]' | kubectl apply -f -
+
 ${GLOBAL_HELP}
 
 ${EXIT_HELP}`,
@@ -112,14 +142,24 @@ Prints who each part of the job acts as: the PostgreSQL role, and for the stage 
 the identity mechanism (Workload Identity, IRSA, a key file, or none for local files) and the
 principal. Never prints a secret.
 
-${GLOBAL_HELP}`,
+Example:
+  nightshift whoami --config nightshift.yaml
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
   iam: `Usage: nightshift iam [--config file]
 
 Prints, as Markdown, the least-privilege access the configured job needs: the PostgreSQL grants
 (CONNECT, USAGE on the schema, SELECT on the table), and what the stage and the warehouse need,
-in their own terms (filesystem paths, IAM policy JSON, roles, grants), ready to apply.
+in their own terms (filesystem paths, IAM policy JSON, roles, grants).
 
-${GLOBAL_HELP}`,
+Example:
+  nightshift iam --config nightshift.yaml > access.md
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
   demo: `Usage: nightshift demo [--rows N] [--dir path]
 
 Starts an embedded PostgreSQL, fills a trips table (1,000,000 rows by default), runs the real
@@ -129,7 +169,13 @@ from DuckDB, then inserts more rows and runs again to show that only the new row
   --rows N     rows in the first fill (default 1000000)
   --dir path   where the stage, the warehouse and the database live (default ./.nightshift-demo)
 
-${GLOBAL_HELP}`,
+Examples:
+  nightshift demo
+  nightshift demo --rows 200000 --dir /tmp/nightshift-demo
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
   config: `Usage: nightshift config [--config file] [--reference]
 
 Loads and validates the configuration (file, \${VAR} interpolation, NIGHTSHIFT_* overrides) and
@@ -137,8 +183,21 @@ prints it as JSON with secrets replaced. Exit 2 with the key and the fix when it
 
   --reference   print the reference of every configuration key (Markdown) instead
 
-${GLOBAL_HELP}`,
-  help: 'Usage: nightshift help [command]',
+Examples:
+  nightshift config --config nightshift.yaml
+  NIGHTSHIFT_SOURCE_TABLE=public.orders nightshift config --config nightshift.yaml
+  nightshift config --reference > configuration.md
+
+${GLOBAL_HELP}
+
+${EXIT_HELP}`,
+  help: `Usage: nightshift help [command]
+
+Examples:
+  nightshift help backfill
+  nightshift backfill --help
+
+${EXIT_HELP}`,
 };
 
 function version(): string {
@@ -153,7 +212,9 @@ interface Parsed {
   values: Record<string, string | boolean | undefined>;
 }
 
-function parse(argv: string[]): Parsed | { help: string } | { version: true } {
+function parse(input: string[]): Parsed | { help: string } | { version: true } {
+  // -v is what most tools answer with their version; here it is the same as -V.
+  const argv = input.map((a) => (a === '-v' ? '-V' : a));
   const first = argv.find((a) => !a.startsWith('-'));
   const command = (first ?? 'help') as Command;
   if (!COMMANDS.includes(command)) {
@@ -175,7 +236,15 @@ function parse(argv: string[]): Parsed | { help: string } | { version: true } {
     throw new NightshiftError('config', (err as Error).message, { hint: `see nightshift ${command} --help` });
   }
   if (values.version) return { version: true };
-  if (command === 'help') return { help: HELP[(positionals[1] as Command) ?? 'main'] ?? HELP.main };
+  if (command === 'help') {
+    const topic = positionals[1];
+    if (topic !== undefined && !COMMANDS.includes(topic as Command)) {
+      throw new NightshiftError('config', `no help for "${topic}": it is not a command`, {
+        hint: `commands are: ${COMMANDS.join(', ')}`,
+      });
+    }
+    return { help: HELP[(topic as Command) ?? 'main'] };
+  }
   if (values.help || !first) return { help: HELP[first ? command : 'main'] };
   if (positionals.length > 1) {
     throw new NightshiftError('config', `unexpected argument "${positionals[1]}"`, {

@@ -481,12 +481,21 @@ describe('the command line', () => {
   it('answers --version and --help for every command', async () => {
     const v = await runCli(['--version']);
     expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
-    for (const command of ['run', 'plan', 'backfill', 'demo', 'config']) {
+    expect((await runCli(['-v'])).stdout).toBe(v.stdout);
+    for (const command of ['run', 'plan', 'backfill', 'check', 'whoami', 'iam', 'demo', 'config']) {
       const h = await runCli([command, '--help']);
       expect(h.code).toBe(0);
       expect(h.stdout).toContain(`nightshift ${command}`);
+      // Every command's help shows how it is called and what its exit codes mean.
+      expect(h.stdout, command).toMatch(/Examples?:\n {2}(\S+=\S+ )?nightshift /);
+      expect(h.stdout, command).toContain('Exit codes:');
+      expect((await runCli(['help', command])).stdout).toBe(h.stdout);
     }
     const main = await runCli(['--help']);
     expect(main.stdout).toContain('Exit codes');
+    expect(main.stdout).toContain('Examples:');
+    const unknown = await runCli(['help', 'nope']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('no help for "nope"');
   });
 });

@@ -140,7 +140,8 @@ ${EXIT_HELP}`,
 
 Prints who each part of the job acts as: the PostgreSQL role, and for the stage and the warehouse
 the identity mechanism (Workload Identity, IRSA, a key file, or none for local files) and the
-principal. Never prints a secret.
+principal. Never prints a secret. A part that fails is printed with FAIL and its fix, the others
+are still reported, and the exit code is the first failure's.
 
 Example:
   nightshift whoami --config nightshift.yaml

@@ -147,9 +147,10 @@ export const commands = {
   whoami: async (args: CommandArgs) => {
     const { config } = loadConfig({ path: args.configPath, overrides: args.overrides });
     const { whoami } = await import('./preflight/report.js');
-    process.stdout.write(`${redactor.redact((await whoami(config, backends)).join('\n'))}\n`);
+    const { lines, code } = await whoami(config, backends);
+    process.stdout.write(`${redactor.redact(lines.join('\n'))}\n`);
     warnShortSecrets();
-    return 0;
+    return code;
   },
 
   iam: async (args: CommandArgs) => {

@@ -307,10 +307,14 @@ describe('AWS identity contract: the CLI', () => {
     expectNoSecret(r.stdout + r.stderr);
   });
 
-  it('whoami with a role that does not trust the cluster exits 5 with the fix', async () => {
+  it('whoami with a role that does not trust the cluster exits 5 with the fix, and still reports every part', async () => {
     const r = await runCli(['whoami', '--config', config()], irsaEnv());
     expect(r.code).toBe(5);
     expect(r.stdout + r.stderr).toMatch(/trust policy/);
+    // The stage failed; the source role and the warehouse are reported all the same.
+    expect(r.stdout).toMatch(/^stage {6}s3:\/\/.*\n {11}FAIL: .*\n {11}fix: /m);
+    expect(r.stdout).toContain('role exporter, password from the configuration (never shown)');
+    expect(r.stdout).toMatch(/^warehouse {2}duckdb analytics\.t\n {11}local filesystem as uid \d+/m);
     expectNoSecret(r.stdout + r.stderr);
   });
 });

@@ -5,6 +5,7 @@
  * store or warehouse brings its own identity and policy (IAM policy JSON, GCP roles, grants).
  */
 import type { Config } from '../config/schema.js';
+import { type NightshiftError, toNightshiftError } from '../errors.js';
 import type { AccessNeeds, Identity } from '../identity/principal.js';
 import { sourceAccess } from '../source/access.js';
 import { describeSource } from '../source/connection.js';
@@ -36,19 +37,66 @@ function identityLine(part: string, what: string, id: Identity | undefined, kind
   return [head, `${' '.repeat(11)}${id.mechanism} as ${id.principal}`, ...details];
 }
 
-/** The lines `nightshift whoami` prints. */
-export async function whoami(config: Config, backends: Backends): Promise<string[]> {
+/** A part whose identity could not be found: what failed and the fix, indented under its head. */
+function failedLines(part: string, what: string, err: NightshiftError): string[] {
+  const pad = ' '.repeat(11);
+  return [
+    `${part.padEnd(10)} ${what}`,
+    `${pad}FAIL: ${err.message}`,
+    ...(err.hint ? [`${pad}fix: ${err.hint}`] : []),
+  ];
+}
+
+/**
+ * The lines `nightshift whoami` prints, one block per part (source, stage, warehouse), and its
+ * exit code: every part is reported even when one fails, and the first failure's code is the
+ * command's.
+ */
+export async function whoami(config: Config, backends: Backends): Promise<{ lines: string[]; code: number }> {
   const { user, host, database } = describeSource(config.source);
   const lines = [
     `source     PostgreSQL ${database} on ${host}`,
     `           role ${user}, password from the configuration (never shown)`,
   ];
-  await withBackends(config, backends, async (store, warehouse) => {
-    lines.push(...identityLine('stage', store.url, await store.identity?.(), 'this store'));
-    const what = `${warehouse.kind} ${config.warehouse.table}`;
-    lines.push(...identityLine('warehouse', what, await warehouse.identity?.(), warehouse.kind));
+  let first: NightshiftError | undefined;
+  const part = async (name: string, what: string, find: () => Promise<string[]>) => {
+    try {
+      lines.push(...(await find()));
+    } catch (err) {
+      const e = toNightshiftError(err);
+      first ??= e;
+      lines.push(...failedLines(name, what, e));
+    }
+  };
+  let store: ObjectStore | undefined;
+  await part('stage', config.stage.url, async () => {
+    store = await backends.createStore(config);
+    return identityLine('stage', store.url, await store.identity?.(), 'this store');
   });
-  return lines;
+  const what = `${config.warehouse.type} ${config.warehouse.table}`;
+  if (store) {
+    const stage = store;
+    await part('warehouse', what, async () => {
+      const warehouse = await backends.createWarehouse(config, stage);
+      try {
+        return identityLine(
+          'warehouse',
+          `${warehouse.kind} ${config.warehouse.table}`,
+          await warehouse.identity?.(),
+          warehouse.kind,
+        );
+      } finally {
+        await warehouse.close();
+      }
+    });
+    await store.close?.();
+  } else {
+    lines.push(
+      `warehouse  ${what}`,
+      `${' '.repeat(11)}not looked up: the warehouse is reached through the stage, which failed`,
+    );
+  }
+  return { lines, code: first?.exitCode ?? 0 };
 }
 
 function renderAccess(needs: AccessNeeds): string[] {

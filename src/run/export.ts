@@ -51,7 +51,11 @@ export async function startCount(
     if (!id) await total;
     return { total, exact: true };
   }
-  return { total: snapshot.estimate(window), exact: false };
+  const estimate = snapshot.estimate(window);
+  // Read after the export starts; a run that fails before (or closes the snapshot under it) must
+  // not leave the rejection unhandled, which would end the process before its summary.
+  estimate.catch(() => undefined);
+  return { total: estimate, exact: false };
 }
 
 /** Streams the window through the decoder into part files, uploading each as it closes. */

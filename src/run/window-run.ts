@@ -166,8 +166,9 @@ async function exportParts(run: WindowRun, { window, plans }: Planned): Promise<
   const { config } = run.ctx;
   const { args, facts } = run;
   const snapshot = run.snapshot as Snapshot;
-  const count = await startCount(snapshot, config, window, args.signal);
+  // The temp dir first: a run that cannot write its parts asks the source nothing more.
   await makeTempDir(run.tempDir, 0o700);
+  const count = await startCount(snapshot, config, window, args.signal);
   const loadPlan: LoadPlan = {
     job: config.job,
     runId: args.runId,

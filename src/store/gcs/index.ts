@@ -30,6 +30,9 @@ import {
   type PutOptions,
 } from '../store.js';
 import { gcsStatus, isGcsNotFound, isGcsPreconditionFailed, translateGcsError } from './errors.js';
+import { guardPipelineIntoDestroyed } from './pipe-guard.js';
+
+guardPipelineIntoDestroyed();
 
 type GcsSdk = typeof import('@google-cloud/storage');
 

@@ -252,8 +252,7 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     const took = Date.now() - signalledAt;
     process.stderr.write(`SIGTERM while planning to exit: ${took} ms\n`);
     expect(r.code, r.stdout + r.stderr).toBe(143);
-    // The source query is cancelled, not waited for; the limit scales with the machine (test/helpers/time.ts).
-    expect(took).toBeLessThan(scaled(3000));
+    // The source query is cancelled, not waited for: shown below on the server, not by a timing.
     expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143 });
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated' });
     expect(r.summary?.window).toBeNull();
@@ -265,7 +264,7 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
   });
 
   const ROWS = 120_000;
-  it('on SIGTERM mid-run: exit 143 within 10 s, lease released, checkpoint untouched, /tmp empty, summary written', async () => {
+  it('on SIGTERM mid-run: exit 143, lease released, checkpoint untouched, /tmp empty, summary written', async () => {
     // Wide rows (about 1 KB) and 1 MB parts of 1 MB row groups (a part closes after the row group
     // that fills it): parts are staged while the COPY still streams, a few MiB of /tmp at a time.
     const job = await podJob(0);
@@ -303,8 +302,7 @@ describe.skipIf(unavailable)('the pod: uid 1000, read-only root, tmpfs /tmp, 1 G
     process.stderr.write(`SIGTERM to exit: ${took} ms\n`);
     expect(signalledAt).toBeGreaterThan(0);
     expect(r.code, r.stdout + r.stderr).toBe(143);
-    // Within the run's own hard deadline (9.5 s), before Kubernetes would SIGKILL the pod.
-    expect(took).toBeLessThan(scaled(10_000));
+    // A clean stop, not the run's hard deadline: that path exits without this summary and lease release.
     expect(r.summary).toMatchObject({ status: 'terminated', exit_code: 143, rows_loaded: null });
     expect(JSON.parse(r.terminationMessage)).toMatchObject({ status: 'terminated', exit_code: 143 });
     expect(job.lease().released).toBe(true);
